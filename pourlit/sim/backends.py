@@ -1,0 +1,123 @@
+"""Physics backends: they only step physics and report kinematics, nothing task-specific.
+
+``MujocoCPUBackend`` steps N copies of one ``MjModel`` with MuJoCo's own multi-threaded
+``mujoco.rollout`` (a persistent C++ thread pool, no Python loop over substeps), then runs
+forward kinematics per environment so that the task can read body and site poses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import mujoco
+import mujoco.rollout
+import numpy as np
+
+_FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+@dataclass
+class Kinematics:
+    """Arrays a task reads after a step, all float64 numpy, leading dim N (environments)."""
+
+    qpos: np.ndarray  # (N, nq)
+    qvel: np.ndarray  # (N, nv)
+    xpos: np.ndarray  # (N, nbody, 3) body positions, world frame
+    xquat: np.ndarray  # (N, nbody, 4) body orientations, wxyz
+    site_xpos: np.ndarray  # (N, nsite, 3)
+    time: np.ndarray  # (N,) simulated seconds since reset
+
+
+class MujocoCPUBackend:
+    """N independent simulations of ``model`` stepped in parallel on CPU threads.
+
+    Args:
+        model: the compiled scene.
+        num_envs: N.
+        nthread: worker threads for ``mujoco.rollout`` (default: one per core, at most N).
+    """
+
+    name = "mujoco"
+
+    def __init__(self, model: mujoco.MjModel, num_envs: int, nthread: int | None = None) -> None:
+        self.model = model
+        self.num_envs = num_envs
+        self.datas = [mujoco.MjData(model) for _ in range(num_envs)]
+        cores = os.cpu_count() or 1
+        self.nthread = max(1, min(num_envs, nthread or cores))
+        self._scratch = [mujoco.MjData(model) for _ in range(self.nthread)]
+        self._pool = mujoco.rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
+        self._models = [model] * num_envs  # rollout takes one model per simulation
+        self.nstate = mujoco.mj_stateSize(model, _FULL)
+        self.state = np.zeros((num_envs, self.nstate))
+        self.ctrl = np.zeros((num_envs, model.nu))
+        self._out: np.ndarray | None = None
+        self._ctrl_seq = np.empty((num_envs, 0, model.nu))
+        for i in range(num_envs):
+            self._read_state(i)
+
+    # -- state -------------------------------------------------------------------------------
+    def _read_state(self, i: int) -> None:
+        mujoco.mj_getState(self.model, self.datas[i], self.state[i], _FULL)
+
+    def set_state(self, env_ids: np.ndarray, qpos: np.ndarray, ctrl: np.ndarray) -> None:
+        """Place environments ``env_ids`` at ``qpos`` (len(ids), nq) at rest, time 0."""
+        for k, i in enumerate(env_ids):
+            d = self.datas[i]
+            mujoco.mj_resetData(self.model, d)
+            d.qpos[:] = qpos[k]
+            d.ctrl[:] = ctrl[k]
+            mujoco.mj_forward(self.model, d)
+            self.ctrl[i] = ctrl[k]
+            self._read_state(i)
+
+    def contacts(self, i: int) -> int:
+        """Number of active contacts in environment ``i`` (after the last forward pass)."""
+        return int(self.datas[i].ncon)
+
+    # -- stepping ----------------------------------------------------------------------------
+    def step(self, ctrl: np.ndarray, nsub: int) -> None:
+        """Hold ``ctrl`` (N, nu) for ``nsub`` physics steps in every environment."""
+        self.ctrl[:] = ctrl
+        if self._out is None or self._out.shape[1] != nsub:
+            self._out = np.empty((self.num_envs, nsub, self.nstate))
+            self._ctrl_seq = np.empty((self.num_envs, nsub, self.model.nu))
+        self._ctrl_seq[:] = self.ctrl[:, None, :]  # zero-order hold over the substeps
+        self._pool.rollout(
+            self._models,
+            self._scratch,
+            self.state,
+            self._ctrl_seq,
+            nstep=nsub,
+            state=self._out,
+            skip_checks=True,
+        )
+        self.state[:] = self._out[:, -1]
+        for i, d in enumerate(self.datas):
+            mujoco.mj_setState(self.model, d, self.state[i], _FULL)
+            d.ctrl[:] = self.ctrl[i]
+            mujoco.mj_kinematics(self.model, d)
+
+    def kinematics(self) -> Kinematics:
+        ds = self.datas
+        return Kinematics(
+            qpos=np.stack([d.qpos for d in ds]),
+            qvel=np.stack([d.qvel for d in ds]),
+            xpos=np.stack([d.xpos for d in ds]),
+            xquat=np.stack([d.xquat for d in ds]),
+            site_xpos=np.stack([d.site_xpos for d in ds]),
+            time=np.array([d.time for d in ds]),
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def make_backend(
+    name: str, model: mujoco.MjModel, num_envs: int, nthread: int | None = None
+) -> MujocoCPUBackend:
+    """The physics backend called ``name`` (``mujoco``: CPU threads)."""
+    if name == "mujoco":
+        return MujocoCPUBackend(model, num_envs, nthread)
+    raise ValueError(f"unknown physics backend {name!r}; available: 'mujoco'")

@@ -1,0 +1,341 @@
+"""The vectorised pouring environment, Isaac Gym VecTask style: tensors in and out, auto-reset.
+
+    env = PouringVecEnv(EnvConfig(num_envs=4))
+    obs = env.reset(seed=0)                                   # (N, OBS_DIM) float32
+    obs, reward, terminated, truncated, info = env.step(actions)   # actions (N, 7) in [-1, 1]
+
+An environment whose episode ended is reset inside ``step``; the observation returned for it
+is the first of its new episode, and its last observation is in ``info["final_obs"]``.
+Termination (success, bottle dropped, cup tipped, unstable physics) and truncation (time limit)
+are kept apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import mujoco
+import numpy as np
+import torch
+
+from pourlit.sim import task
+from pourlit.sim.backends import make_backend
+from pourlit.sim.scene import (
+    BOTTLE_GRASP_HEIGHT,
+    BOTTLE_HEIGHT,
+    CUP_HEIGHT,
+    ARM_JOINTS,
+    GRIPPER_STROKE,
+    LiquidConfig,
+    build_model,
+)
+
+HOME_POSE_DEG = (0.0, -80.0, -115.0, -165.0, -90.0, 0.0)  # the seed project's start pose
+
+
+@dataclass(frozen=True)
+class RandomisationConfig:
+    """Reset ranges (m, rad). Bottle and cup positions are world coordinates, robot base at the
+    origin, x forward. The seed's bottle range (x 0.55 +- 0.065, y +-0.2) lies at the edge of the
+    UR3's reach, so pourlit shrinks it to where a horizontal grasp is reachable (see README)."""
+
+    bottle_x: tuple[float, float] = (0.40, 0.50)
+    bottle_y: tuple[float, float] = (-0.10, 0.10)
+    bottle_yaw: tuple[float, float] = (-math.pi / 2, math.pi / 2)
+    cup_x: tuple[float, float] = (0.38, 0.46)
+    cup_side_offset: tuple[float, float] = (0.22, 0.28)  # |y_cup - y_bottle|, side is random
+    cup_yaw: tuple[float, float] = (-math.pi, math.pi)
+    arm_noise: float = math.radians(3.0)  # uniform noise on each home-pose joint, rad
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything that defines the pouring environment; stored with every rollout file."""
+
+    num_envs: int = 1
+    backend: str = "mujoco"
+    device: str = "cpu"
+    nthread: int | None = None  # physics threads (None: one per core)
+    liquid: LiquidConfig = field(default_factory=LiquidConfig)
+    randomisation: RandomisationConfig = field(default_factory=RandomisationConfig)
+    control_substeps: int = 20  # physics steps (2 ms) per control step -> 25 Hz
+    max_episode_steps: int = 500
+    arm_step: float = 0.04  # rad of joint-target change per control step at |action| = 1
+    gripper_step: float = 0.01  # m of jaw-target change per control step at |action| = 1
+    reward: str = "dense"  # "dense" (staged) or "sparse" (poured-fraction gain)
+    success_threshold: float = 0.8  # poured fraction needed for success
+    max_joint_speed: float = 100.0  # |qvel| above this (rad/s or m/s) counts as unstable
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        if self.control_substeps < 1 or self.max_episode_steps < 1:
+            raise ValueError("control_substeps and max_episode_steps must be >= 1")
+        if self.reward not in ("dense", "sparse"):
+            raise ValueError(f"reward must be 'dense' or 'sparse', got {self.reward!r}")
+        if not 0.0 < self.success_threshold <= 1.0:
+            raise ValueError(f"success_threshold must be in (0, 1], got {self.success_threshold}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EnvConfig:
+        """Build from a (YAML/JSON) dict; unknown keys raise ``ValueError`` naming them."""
+        d = dict(d)
+        sub = {"liquid": LiquidConfig, "randomisation": RandomisationConfig}
+        for key, typ in sub.items():
+            if key in d and isinstance(d[key], dict):
+                _check_keys(typ, d[key], f"env.{key}")
+                v = dict(d[key])
+                for f in fields(typ):
+                    if f.name in v and isinstance(v[f.name], list):
+                        v[f.name] = tuple(v[f.name])
+                d[key] = typ(**v)
+        _check_keys(cls, d, "env")
+        return cls(**d)
+
+
+def _check_keys(typ: type, d: dict, where: str) -> None:
+    known = {f.name for f in fields(typ)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(known))}"
+        )
+
+
+class PouringVecEnv:
+    """N pouring environments stepped together; see the module docstring for the API."""
+
+    obs_names = task.OBS_NAMES
+    action_names = task.ACTION_NAMES
+
+    def __init__(self, cfg: EnvConfig | None = None, *, autoreset: bool = True) -> None:
+        self.cfg = cfg or EnvConfig()
+        self.num_envs = self.cfg.num_envs
+        self.autoreset = autoreset
+        self.device = torch.device(self.cfg.device)
+        self.model, self.idx = build_model(self.cfg.liquid)
+        self.backend = make_backend(self.cfg.backend, self.model, self.num_envs, self.cfg.nthread)
+        self.obs_dim = task.OBS_DIM
+        self.action_dim = len(task.ACTION_NAMES)
+        n = self.num_envs
+        arm_ids = [self.model.joint(j).id for j in ARM_JOINTS]
+        self.arm_lo = self.model.jnt_range[arm_ids, 0].copy()
+        self.arm_hi = self.model.jnt_range[arm_ids, 1].copy()
+        self.arm_target = np.zeros((n, 6))
+        self.grip_target = np.full(n, GRIPPER_STROKE)
+        self.episode_step = np.zeros(n, dtype=np.int64)
+        self.episode_seed = np.zeros(n, dtype=np.int64)
+        self.episode_return = np.zeros(n)
+        self._rngs: list[np.random.Generator] = [np.random.default_rng(i) for i in range(n)]
+        self._prev_in_cup = torch.zeros(n, device=self.device)
+        self.stats = {"episodes": 0, "successes": 0, "unstable": 0, "env_steps": 0}
+        self._obs: torch.Tensor | None = None
+
+    # -- reset -------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reset all environments; environment i draws its episode seeds from (seed, i)."""
+        root = np.random.SeedSequence(seed)
+        self._rngs = [np.random.default_rng(s) for s in root.spawn(self.num_envs)]
+        ids = np.arange(self.num_envs)
+        seeds = np.array([int(r.integers(2**31 - 1)) for r in self._rngs])
+        self._reset_envs(ids, seeds)
+        self._obs = self._compute()[0]
+        return self._obs
+
+    def reset_to(self, episode_seeds: np.ndarray | list[int]) -> torch.Tensor:
+        """Reset every environment to the episode with the given seed (replays a stored one)."""
+        seeds = np.asarray(episode_seeds, dtype=np.int64).reshape(self.num_envs)
+        self._reset_envs(np.arange(self.num_envs), seeds)
+        self._obs = self._compute()[0]
+        return self._obs
+
+    def sample_initial_qpos(self, episode_seed: int) -> np.ndarray:
+        """The initial ``qpos`` of the episode with seed ``episode_seed`` (deterministic)."""
+        rng = np.random.default_rng(episode_seed)
+        rc = self.cfg.randomisation
+        qpos = self.model.qpos0.copy()
+        home = np.radians(HOME_POSE_DEG)
+        qpos[self.idx.arm_qpos] = home + rng.uniform(-rc.arm_noise, rc.arm_noise, 6)
+        qpos[self.idx.finger_qpos] = GRIPPER_STROKE / 2
+        bx, by = rng.uniform(*rc.bottle_x), rng.uniform(*rc.bottle_y)
+        yaw = rng.uniform(*rc.bottle_yaw)
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        cx, cy = rng.uniform(*rc.cup_x), by + side * rng.uniform(*rc.cup_side_offset)
+        cyaw = rng.uniform(*rc.cup_yaw)
+        b = self.idx.bottle_qpos
+        qpos[b : b + 7] = [bx, by, 0.0, math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+        c = self.idx.cup_qpos
+        qpos[c : c + 7] = [cx, cy, 0.0, math.cos(cyaw / 2), 0.0, 0.0, math.sin(cyaw / 2)]
+        cs, sn = math.cos(yaw), math.sin(yaw)
+        rot = np.array([[cs, -sn, 0.0], [sn, cs, 0.0], [0.0, 0.0, 1.0]])
+        world = self.idx.liquid_local0 @ rot.T + np.array([bx, by, 0.0])
+        qpos[self.idx.liquid_qpos] = world - self.idx.liquid_body0
+        return qpos
+
+    def _reset_envs(self, ids: np.ndarray, seeds: np.ndarray) -> None:
+        qpos = np.stack([self.sample_initial_qpos(int(s)) for s in seeds])
+        self.arm_target[ids] = qpos[:, self.idx.arm_qpos]
+        self.grip_target[ids] = GRIPPER_STROKE
+        ctrl = np.concatenate([self.arm_target[ids], self.grip_target[ids, None]], axis=1)
+        self.backend.set_state(ids, qpos, ctrl)
+        self.episode_step[ids] = 0
+        self.episode_seed[ids] = seeds
+        self.episode_return[ids] = 0.0
+        self._prev_in_cup[torch.as_tensor(ids, device=self.device)] = 0.0
+
+    # -- step --------------------------------------------------------------------------------
+    def step(
+        self, actions: torch.Tensor | np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Apply ``actions`` (N, 7) in [-1, 1] for one control step (``control_substeps`` physics
+        steps). Returns obs (N, d_s), reward (N,), terminated (N,) bool, truncated (N,) bool and
+        info: poured_fraction, spilled_fraction, in_bottle_fraction, success, unstable,
+        episode_seed, episode_step, and for environments that ended final_obs / episode_return.
+        """
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
+        a = torch.as_tensor(actions).detach().to("cpu", torch.float64).numpy()
+        if a.shape != (self.num_envs, self.action_dim):
+            raise ValueError(
+                f"actions must have shape ({self.num_envs}, {self.action_dim}), got {a.shape}"
+            )
+        a = np.clip(np.nan_to_num(a), -1.0, 1.0)
+        q = self.backend.kinematics().qpos[:, self.idx.arm_qpos]
+        self.arm_target = np.clip(self.arm_target + a[:, :6] * self.cfg.arm_step, q - 0.2, q + 0.2)
+        self.arm_target = np.clip(self.arm_target, self.arm_lo, self.arm_hi)
+        self.grip_target = np.clip(
+            self.grip_target + a[:, 6] * self.cfg.gripper_step, 0.0, GRIPPER_STROKE
+        )
+        ctrl = np.concatenate([self.arm_target, self.grip_target[:, None]], axis=1)
+        self.backend.step(ctrl, self.cfg.control_substeps)
+        self.episode_step += 1
+        self.stats["env_steps"] += self.num_envs
+
+        obs, reward, terminated, success, info = self._compute()
+        truncated = (self.episode_step >= self.cfg.max_episode_steps) & ~terminated.cpu().numpy()
+        truncated_t = torch.as_tensor(truncated, device=self.device)
+        self.episode_return += reward.cpu().numpy()
+        info["episode_step"] = torch.as_tensor(self.episode_step.copy(), device=self.device)
+        info["episode_seed"] = torch.as_tensor(self.episode_seed.copy(), device=self.device)
+        done = (terminated | truncated_t).cpu().numpy()
+        if done.any():
+            ids = np.flatnonzero(done)
+            self.stats["episodes"] += len(ids)
+            self.stats["successes"] += int(info["success"][ids].sum())
+            self.stats["unstable"] += int(info["unstable"][ids].sum())
+            info["final_obs"] = obs.clone()
+            info["episode_return"] = torch.as_tensor(self.episode_return.copy(), dtype=torch.float32)
+            if self.autoreset:
+                seeds = np.array([int(self._rngs[i].integers(2**31 - 1)) for i in ids])
+                self._reset_envs(ids, seeds)
+                obs = obs.clone()
+                obs[torch.as_tensor(ids)] = self._compute()[0][torch.as_tensor(ids)]
+        self._obs = obs
+        return obs, reward, terminated, truncated_t, info
+
+    # -- task --------------------------------------------------------------------------------
+    def _task_state(self) -> tuple[task.TaskState, torch.Tensor]:
+        k = self.backend.kinematics()
+        ix = self.idx
+        unstable = ~np.isfinite(k.qpos).all(1) | ~np.isfinite(k.qvel).all(1)
+        unstable |= np.abs(np.nan_to_num(k.qvel, nan=np.inf)).max(1) > self.cfg.max_joint_speed
+        if unstable.any():  # keep the arithmetic below finite; the episode ends as a failure
+            k.qpos = np.nan_to_num(k.qpos, posinf=0.0, neginf=0.0)
+            k.qvel = np.nan_to_num(k.qvel, posinf=0.0, neginf=0.0)
+            k.xpos = np.nan_to_num(k.xpos)
+            k.xquat = np.nan_to_num(k.xquat)
+            k.site_xpos = np.nan_to_num(k.site_xpos)
+        t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
+        b, c = ix.bottle_qpos, ix.cup_qpos
+        tool = self.model.body("tool0").id
+        s = task.TaskState(
+            arm_q=t(k.qpos[:, ix.arm_qpos]),
+            arm_qd=t(k.qvel[:, ix.arm_dof]),
+            opening=t(k.qpos[:, ix.finger_qpos].sum(1)),
+            tcp_pos=t(k.site_xpos[:, ix.tcp_site]),
+            tcp_quat=t(k.xquat[:, tool]),
+            bottle_pos=t(k.qpos[:, b : b + 3]),
+            bottle_quat=t(k.qpos[:, b + 3 : b + 7]),
+            cup_pos=t(k.qpos[:, c : c + 3]),
+            cup_quat=t(k.qpos[:, c + 3 : c + 7]),
+            bottle_grasp=t(k.site_xpos[:, ix.bottle_grasp_site]),
+            bottle_mouth=t(k.site_xpos[:, ix.bottle_mouth_site]),
+            cup_rim=t(k.site_xpos[:, ix.cup_rim_site]),
+            liquid=t(k.qpos[:, ix.liquid_qpos] + ix.liquid_body0),
+        )
+        return s, t(unstable)
+
+    def _compute(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        s, unstable = self._task_state()
+        liq = task.liquid_state(s)
+        prog = task.progress(s)
+        obs = task.observation(s, liq)
+        if self.cfg.reward == "dense":
+            reward, _ = task.dense_reward(s, liq, prog)
+        else:
+            reward = task.sparse_reward(liq, self._prev_in_cup)
+        self._prev_in_cup = liq.in_cup.clone()
+        ok = prog.cup_upright & ~prog.bottle_dropped & ~unstable
+        poured = liq.in_cup >= self.cfg.success_threshold
+        # Success ends an episode once the bottle is back upright; at the time limit it only
+        # needs the liquid in an upright cup with the bottle not dropped.
+        done_success = poured & ok & prog.bottle_upright
+        failed = ~prog.cup_upright | prog.bottle_dropped | unstable
+        terminated = done_success | failed
+        at_limit = torch.as_tensor(
+            self.episode_step >= self.cfg.max_episode_steps, device=self.device
+        )
+        success = done_success | (at_limit & poured & ok)
+        reward = torch.where(unstable, torch.zeros_like(reward), reward).to(torch.float32)
+        info = {
+            "poured_fraction": liq.in_cup.float(),
+            "spilled_fraction": liq.spilled.float(),
+            "in_bottle_fraction": liq.in_bottle.float(),
+            "success": success,
+            "unstable": unstable,
+            "grasped": prog.grasped,
+            "cup_upright": prog.cup_upright,
+            "bottle_dropped": prog.bottle_dropped,
+        }
+        return obs, reward, terminated, success, info
+
+    # -- access for experts and renderers ----------------------------------------------------
+    def mj_data(self, i: int) -> mujoco.MjData:
+        """The ``MjData`` of environment ``i`` (CPU backend), kinematics up to date."""
+        return self.backend.datas[i]
+
+    @property
+    def arm_targets(self) -> np.ndarray:
+        """(N, 6) current joint-position targets of the arm, rad."""
+        return self.arm_target.copy()
+
+    @property
+    def gripper_targets(self) -> np.ndarray:
+        """(N,) current jaw-opening targets, m."""
+        return self.grip_target.copy()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> PouringVecEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "BOTTLE_GRASP_HEIGHT",
+    "BOTTLE_HEIGHT",
+    "CUP_HEIGHT",
+    "EnvConfig",
+    "HOME_POSE_DEG",
+    "PouringVecEnv",
+    "RandomisationConfig",
+]
