@@ -31,8 +31,10 @@ class ExpertParams:
     grasp_height: float  # grasp point offset along z
     lift: float  # lift height above the grasp point
     pour_angle: float  # roll of the bottle while pouring
-    pour_offset: float  # horizontal distance of the TCP from the cup axis while pouring
-    pour_height: float  # TCP height while pouring
+    carry_offset: float  # horizontal distance of the TCP from the cup axis before tilting
+    carry_height: float  # TCP height before tilting
+    mouth_along: float  # mouth centre's distance from the cup axis (near side) while pouring
+    mouth_height: float  # mouth centre's height above the cup rim while pouring
     speed: float  # duration scale (1 = nominal, < 1 faster)
     hold_steps: int  # control steps held at full tilt
 
@@ -45,8 +47,10 @@ class ExpertParams:
             grasp_height=rng.uniform(-0.01, 0.01),
             lift=rng.uniform(0.12, 0.18),
             pour_angle=math.radians(rng.uniform(105, 125)),
-            pour_offset=rng.uniform(0.13, 0.155),
-            pour_height=rng.uniform(0.16, 0.19),
+            carry_offset=rng.uniform(0.15, 0.18),
+            carry_height=rng.uniform(0.19, 0.22),
+            mouth_along=rng.uniform(0.02, 0.035),
+            mouth_height=rng.uniform(0.035, 0.05),
             speed=rng.uniform(0.85, 1.2),
             hold_steps=int(rng.integers(35, 60)),
         )
@@ -96,6 +100,11 @@ class _Plan:
         self.grasp_rot = np.eye(3)
         self.approach = np.array([1.0, 0, 0])
         self.side = 1.0
+        self.pivot = False  # tilt about the bottle mouth instead of the TCP
+        self.mouth_tcp = np.zeros(3)  # mouth position in the TCP frame
+        self.mouth_start = np.zeros(3)
+        self.mouth_goal = np.zeros(3)
+        self.mouth_carry = np.zeros(3)  # mouth position before the tilt (returned to after)
 
     @property
     def name(self) -> str:
@@ -155,6 +164,7 @@ class ScriptedPourExpert:
         plan.t = 0
         grasp = d.site_xpos[ix.bottle_grasp_site].copy()
         name = plan.name
+        plan.pivot = name in ("tilt", "hold", "untilt")
         goal_pos, goal_rot = plan.start_pos.copy(), _quat2mat(plan.start_quat)
         steps = 10
         if name in ("pregrasp", "approach"):
@@ -180,18 +190,31 @@ class ScriptedPourExpert:
             cup = d.site_xpos[ix.cup_rim_site].copy()
             perp = np.array([-plan.approach[1], plan.approach[0], 0.0])
             plan.side = 1.0 if np.dot(perp[:2], (grasp - cup)[:2]) >= 0 else -1.0
-            pour_xy = cup[:2] + p.pour_offset * plan.side * perp[:2]
-            z = plan.start_pos[2] if name == "carry" else p.pour_height
+            pour_xy = cup[:2] + p.carry_offset * plan.side * perp[:2]
+            z = plan.start_pos[2] if name == "carry" else p.carry_height
             goal_pos = np.array([pour_xy[0], pour_xy[1], z])
             steps = 50 if name == "carry" else 18
         elif name == "tilt":
-            roll = _axis_rotation(plan.approach, plan.side * p.pour_angle)
-            goal_rot = roll @ plan.grasp_rot
+            # Pivot about the mouth: it travels to just inside the cup's near rim while the
+            # bottle rolls, so the stream leaves over the cup whatever the tilt speed.
+            tcp_rot = d.site_xmat[ix.tcp_site].reshape(3, 3)
+            mouth = d.site_xpos[ix.bottle_mouth_site]
+            plan.mouth_tcp = tcp_rot.T @ (mouth - d.site_xpos[ix.tcp_site])
+            plan.mouth_start = plan.start_pos + _quat2mat(plan.start_quat) @ plan.mouth_tcp
+            plan.mouth_carry = plan.mouth_start.copy()
+            cup = d.site_xpos[ix.cup_rim_site]
+            w = plan.side * np.array([-plan.approach[1], plan.approach[0], 0.0])
+            plan.mouth_goal = cup + p.mouth_along * w + np.array([0.0, 0.0, p.mouth_height])
+            goal_rot = _axis_rotation(plan.approach, plan.side * p.pour_angle) @ plan.grasp_rot
+            goal_pos = plan.mouth_goal - goal_rot @ plan.mouth_tcp
             steps = 55
         elif name == "hold":
+            plan.mouth_start = plan.mouth_goal.copy()
             steps = p.hold_steps
         elif name == "untilt":
+            plan.mouth_start, plan.mouth_goal = plan.mouth_goal.copy(), plan.mouth_carry.copy()
             goal_rot = plan.grasp_rot
+            goal_pos = plan.mouth_goal - goal_rot @ plan.mouth_tcp
             steps = 50
         else:  # done
             steps = 10**9
@@ -202,8 +225,13 @@ class ScriptedPourExpert:
     def _target(self, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
         s = min(1.0, (plan.t + 1) / plan.duration)
         s = s * s * (3.0 - 2.0 * s)  # smoothstep: zero velocity at both ends
+        rot = _quat2mat(_slerp(plan.start_quat, plan.goal_quat, s))
+        if plan.pivot:  # the mouth leads (reaches its goal at 70% of the roll)
+            m = min(1.0, s / 0.7)
+            mouth = plan.mouth_start + m * (plan.mouth_goal - plan.mouth_start)
+            return mouth - rot @ plan.mouth_tcp, rot
         pos = plan.start_pos + s * (plan.goal_pos - plan.start_pos)
-        return pos, _quat2mat(_slerp(plan.start_quat, plan.goal_quat, s))
+        return pos, rot
 
     # -- acting ------------------------------------------------------------------------------
     def act(self) -> np.ndarray:

@@ -54,6 +54,10 @@ class MujocoCPUBackend:
         self.ctrl = np.zeros((num_envs, model.nu))
         self._out: np.ndarray | None = None
         self._ctrl_seq = np.empty((num_envs, 0, model.nu))
+        # An explicit (zero) solver warm start per control step: otherwise each thread's
+        # scratch data would carry the warm start of whichever simulation it ran before,
+        # making results depend on thread scheduling.
+        self._warmstart = np.zeros((num_envs, model.nv))
         for i in range(num_envs):
             self._read_state(i)
 
@@ -89,6 +93,7 @@ class MujocoCPUBackend:
             self._scratch,
             self.state,
             self._ctrl_seq,
+            initial_warmstart=self._warmstart,
             nstep=nsub,
             state=self._out,
             skip_checks=True,

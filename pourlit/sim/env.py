@@ -136,7 +136,7 @@ class PouringVecEnv:
         self._obs: torch.Tensor | None = None
 
     # -- reset -------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> torch.Tensor:
+    def reset(self, seed: int | list[int] | None = None) -> torch.Tensor:
         """Reset all environments; environment i draws its episode seeds from (seed, i)."""
         root = np.random.SeedSequence(seed)
         self._rngs = [np.random.default_rng(s) for s in root.spawn(self.num_envs)]

@@ -1,0 +1,238 @@
+"""``pourlit collect``: scripted-expert episodes -> one rollout HDF5 file per episode.
+
+Shards by rank (``--rank/--world-size`` or the torch distributed variables ``RANK`` and
+``WORLD_SIZE``): rank r writes only file indices i with ``i % world_size == r``, so several
+processes or machines can fill one folder without clashing, and a re-run continues numbering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pourlit import __version__
+from pourlit.data.rollout import RolloutWriteError, episode_indices, rollout_path, write_episode
+from pourlit.expert.pour import ScriptedPourExpert
+from pourlit.sim.env import EnvConfig, PouringVecEnv
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or file; the message names what and where."""
+
+
+@dataclass
+class CollectConfig:
+    """Settings of ``pourlit collect`` (YAML keys and ``--flags`` share these names)."""
+
+    episodes: int = 200  # episodes to attempt (failures are not written unless keep_failures)
+    num_envs: int = 2
+    out: str = "data/pouring"
+    seed: int = 0
+    keep_failures: bool = False
+    images: bool = False  # store camera images in traj0/images
+    image_size: int = 128
+    camera: str = "front"
+    action_noise: float = 0.05  # std of Gaussian noise on the expert's actions
+    rank: int = 0
+    world_size: int = 1
+    env: dict = field(default_factory=dict)  # EnvConfig fields (num_envs comes from above)
+
+    def validate(self) -> None:
+        for name in ("episodes", "num_envs", "world_size", "image_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank must be in [0, world_size), got {self.rank}/{self.world_size}")
+        if self.action_noise < 0:
+            raise ConfigError(f"action_noise must be >= 0, got {self.action_noise}")
+
+    def env_config(self) -> EnvConfig:
+        try:
+            return EnvConfig.from_dict({**self.env, "num_envs": self.num_envs})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from e
+
+
+def load_collect_config(path: str | os.PathLike[str] | None, overrides: dict) -> CollectConfig:
+    """Read a YAML collect config, apply non-None ``overrides``; unknown keys are an error."""
+    import yaml
+
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+        known = {f.name for f in fields(CollectConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{p}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = CollectConfig(**data)
+    cfg.validate()
+    return cfg
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: output path exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{out}: output folder is not writable ({e.strerror or e})") from e
+
+
+@dataclass
+class _Buffer:
+    states: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
+    rewards: list = field(default_factory=list)
+    images: list = field(default_factory=list)
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> dict:
+    """Run the expert, write rollout files, return (and write) the summary dict."""
+    cfg.validate()
+    out = Path(cfg.out)
+    _prepare_out_dir(out)
+    env_cfg = cfg.env_config()
+    indices = episode_indices(out, cfg.rank, cfg.world_size)
+    n = cfg.num_envs
+    start = time.perf_counter()
+    stats = {"attempted": 0, "written": 0, "success": 0, "poured": [], "spilled": [], "steps": 0}
+    env = PouringVecEnv(env_cfg)
+    renderer = None
+    try:
+        if cfg.images:
+            from pourlit.sim.render import Renderer
+
+            renderer = Renderer(env.model, cfg.image_size, cfg.image_size, cfg.camera)
+        obs = env.reset(seed=[cfg.seed, cfg.rank])
+        expert = ScriptedPourExpert(env, seed=cfg.seed, action_noise=cfg.action_noise)
+        expert.begin()
+        bufs = [_Buffer() for _ in range(n)]
+        started = n
+        active = np.ones(n, dtype=bool)
+        if cfg.episodes < n:
+            active[cfg.episodes :] = False
+            started = cfg.episodes
+        bar = tqdm(total=cfg.episodes, desc="collect", unit="ep", disable=not progress)
+        env_cfg_json = json.dumps(env_cfg.to_dict())
+        while active.any():
+            # Executed == recorded: the env steps the float32 actions that are stored.
+            actions = expert.act().astype(np.float32)
+            for i in np.flatnonzero(active):
+                bufs[i].states.append(obs[i].numpy().copy())
+                bufs[i].actions.append(actions[i].copy())
+                if renderer is not None:
+                    bufs[i].images.append(renderer.frame(env.mj_data(i)))
+            obs, reward, terminated, truncated, info = env.step(torch.as_tensor(actions))
+            stats["steps"] += int(active.sum())
+            for i in np.flatnonzero(active):
+                bufs[i].rewards.append(float(reward[i]))
+            ended = np.flatnonzero((terminated | truncated).numpy() & active)
+            for i in ended:
+                ok = bool(info["success"][i])
+                stats["attempted"] += 1
+                stats["success"] += ok
+                stats["poured"].append(float(info["poured_fraction"][i]))
+                stats["spilled"].append(float(info["spilled_fraction"][i]))
+                if ok or cfg.keep_failures:
+                    b = bufs[i]
+                    t = len(b.actions)
+                    term = np.zeros(t, np.uint8)
+                    trunc = np.zeros(t, np.uint8)
+                    term[-1], trunc[-1] = bool(terminated[i]), bool(truncated[i])
+                    path = rollout_path(out, next(indices))
+                    write_episode(
+                        path,
+                        states=np.stack(b.states),
+                        actions=np.stack(b.actions),
+                        rewards=np.asarray(b.rewards, np.float32),
+                        terminals=term,
+                        truncated=trunc,
+                        success=ok,
+                        images=np.stack(b.images) if b.images else None,
+                        attrs={
+                            "seed": int(info["episode_seed"][i]),
+                            "env_config": env_cfg_json,
+                            "obs_names": list(env.obs_names),
+                            "action_names": list(env.action_names),
+                            "expert_params": expert.params(i),
+                            "expert_seed": cfg.seed,
+                            "action_noise": cfg.action_noise,
+                            "poured_fraction": stats["poured"][-1],
+                            "spilled_fraction": stats["spilled"][-1],
+                            "rank": cfg.rank,
+                            "world_size": cfg.world_size,
+                            "image_camera": cfg.camera if cfg.images else "",
+                        },
+                    )
+                    stats["written"] += 1
+                bufs[i] = _Buffer()
+                bar.update(1)
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(
+                    success=f"{stats['success'] / stats['attempted']:.2f}",
+                    written=stats["written"],
+                    steps_s=f"{stats['steps'] / elapsed:.0f}",
+                )
+                if started < cfg.episodes:
+                    started += 1
+                else:
+                    active[i] = False
+            if len(ended):
+                expert.begin(ended)
+        bar.close()
+    finally:
+        if renderer is not None:
+            renderer.close()
+        env.close()
+    wall = time.perf_counter() - start
+    summary = {
+        "episodes_attempted": stats["attempted"],
+        "episodes_written": stats["written"],
+        "success_rate": stats["success"] / max(1, stats["attempted"]),
+        "mean_poured_fraction": float(np.mean(stats["poured"])) if stats["poured"] else 0.0,
+        "mean_spilled_fraction": float(np.mean(stats["spilled"])) if stats["spilled"] else 0.0,
+        "env_steps": stats["steps"],
+        "wall_seconds": round(wall, 2),
+        "env_steps_per_second": round(stats["steps"] / wall, 1),
+        "unstable_episodes": env.stats["unstable"],
+        "num_envs": n,
+        "seed": cfg.seed,
+        "rank": cfg.rank,
+        "world_size": cfg.world_size,
+        "pourlit_version": __version__,
+        "config": asdict(cfg),
+    }
+    name = "summary.json" if cfg.world_size == 1 else f"summary_rank{cfg.rank}.json"
+    _write_json_atomic(out / name, summary)
+    return summary
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RolloutWriteError(f"{path}: could not write summary ({e.strerror or e})") from e
