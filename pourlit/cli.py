@@ -17,8 +17,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 
 def _env_int(name: str) -> int | None:
     v = os.environ.get(name)

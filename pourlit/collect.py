@@ -85,6 +85,10 @@ def load_collect_config(path: str | os.PathLike[str] | None, overrides: dict) ->
     data.update({k: v for k, v in overrides.items() if v is not None})
     cfg = CollectConfig(**data)
     cfg.validate()
+    try:
+        cfg.env_config()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from e
     return cfg
 
 
@@ -110,9 +114,9 @@ class _Buffer:
 def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     """Run the expert, write rollout files, return (and write) the summary dict."""
     cfg.validate()
+    env_cfg = cfg.env_config()  # before touching the disk: a bad config creates nothing
     out = Path(cfg.out)
     _prepare_out_dir(out)
-    env_cfg = cfg.env_config()
     indices = episode_indices(out, cfg.rank, cfg.world_size)
     n = cfg.num_envs
     start = time.perf_counter()

@@ -44,8 +44,9 @@ def render_episode(
     fps: int = 25,
 ) -> dict:
     """Write a video of a stored episode; returns what was rendered (frames, source, poured)."""
-    from pourlit.sim.render import Renderer, write_video
+    from pourlit.sim.render import Renderer, check_video_path, write_video
 
+    check_video_path(output)
     ep = read_episode(file, load_images=source in ("auto", "images"))
     if source == "images" and ep.images is None:
         raise ValueError(f"{file}: has no stored images; use --source replay")
@@ -58,7 +59,7 @@ def render_episode(
     info: dict = {}
     try:
         with Renderer(env.model, size[0], size[1], camera) as r:
-            for _, info in replay(ep, env):
+            for _, info in replay(ep, env):  # noqa: B007 - the last info is read below
                 frames.append(r.frame(env.mj_data(0)))
     finally:
         env.close()

@@ -56,7 +56,18 @@ class ExpertParams:
         )
 
 
-PHASES = ("pregrasp", "approach", "close", "lift", "carry", "lower", "tilt", "hold", "untilt", "done")
+PHASES = (
+    "pregrasp",
+    "approach",
+    "close",
+    "lift",
+    "carry",
+    "lower",
+    "tilt",
+    "hold",
+    "untilt",
+    "done",
+)
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, s: float) -> np.ndarray:

@@ -25,6 +25,7 @@ class Kinematics:
     qvel: np.ndarray  # (N, nv)
     xpos: np.ndarray  # (N, nbody, 3) body positions, world frame
     xquat: np.ndarray  # (N, nbody, 4) body orientations, wxyz
+    xmat: np.ndarray  # (N, nbody, 3, 3) body rotation matrices (columns: body axes in world)
     site_xpos: np.ndarray  # (N, nsite, 3)
     time: np.ndarray  # (N,) simulated seconds since reset
 
@@ -53,6 +54,8 @@ class MujocoCPUBackend:
         self.state = np.zeros((num_envs, self.nstate))
         self.ctrl = np.zeros((num_envs, model.nu))
         self._out: np.ndarray | None = None
+        self._kin: Kinematics | None = None
+        self.diverged = np.zeros(num_envs, dtype=bool)  # per env, set by the last step()
         self._ctrl_seq = np.empty((num_envs, 0, model.nu))
         # An explicit (zero) solver warm start per control step: otherwise each thread's
         # scratch data would carry the warm start of whichever simulation it ran before,
@@ -75,6 +78,8 @@ class MujocoCPUBackend:
             mujoco.mj_forward(self.model, d)
             self.ctrl[i] = ctrl[k]
             self._read_state(i)
+            self.diverged[i] = False
+        self._kin = None
 
     def contacts(self, i: int) -> int:
         """Number of active contacts in environment ``i`` (after the last forward pass)."""
@@ -98,22 +103,32 @@ class MujocoCPUBackend:
             state=self._out,
             skip_checks=True,
         )
+        t0 = self.state[:, 0].copy()  # the state starts with the simulated time
         self.state[:] = self._out[:, -1]
+        # MuJoCo resets a diverged simulation (bad qacc) to the model's default pose and stops
+        # advancing its clock: time that did not advance by nsub steps marks divergence.
+        expected = t0 + (nsub - 0.5) * self.model.opt.timestep
+        self.diverged = (self.state[:, 0] < expected) | ~np.isfinite(self.state).all(axis=1)
         for i, d in enumerate(self.datas):
             mujoco.mj_setState(self.model, d, self.state[i], _FULL)
             d.ctrl[:] = self.ctrl[i]
             mujoco.mj_kinematics(self.model, d)
+        self._kin = None
 
     def kinematics(self) -> Kinematics:
-        ds = self.datas
-        return Kinematics(
-            qpos=np.stack([d.qpos for d in ds]),
-            qvel=np.stack([d.qvel for d in ds]),
-            xpos=np.stack([d.xpos for d in ds]),
-            xquat=np.stack([d.xquat for d in ds]),
-            site_xpos=np.stack([d.site_xpos for d in ds]),
-            time=np.array([d.time for d in ds]),
-        )
+        """Positions, velocities and poses of every environment (cached until the next step)."""
+        if self._kin is None:
+            ds = self.datas
+            self._kin = Kinematics(
+                qpos=np.stack([d.qpos for d in ds]),
+                qvel=np.stack([d.qvel for d in ds]),
+                xpos=np.stack([d.xpos for d in ds]),
+                xquat=np.stack([d.xquat for d in ds]),
+                xmat=np.stack([d.xmat for d in ds]).reshape(len(ds), -1, 3, 3),
+                site_xpos=np.stack([d.site_xpos for d in ds]),
+                time=np.array([d.time for d in ds]),
+            )
+        return self._kin
 
     def close(self) -> None:
         self._pool.close()

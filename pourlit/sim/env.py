@@ -12,6 +12,7 @@ are kept apart.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 
@@ -22,10 +23,10 @@ import torch
 from pourlit.sim import task
 from pourlit.sim.backends import make_backend
 from pourlit.sim.scene import (
+    ARM_JOINTS,
     BOTTLE_GRASP_HEIGHT,
     BOTTLE_HEIGHT,
     CUP_HEIGHT,
-    ARM_JOINTS,
     GRIPPER_STROKE,
     LiquidConfig,
     build_model,
@@ -119,6 +120,7 @@ class PouringVecEnv:
         self.device = torch.device(self.cfg.device)
         self.model, self.idx = build_model(self.cfg.liquid)
         self.backend = make_backend(self.cfg.backend, self.model, self.num_envs, self.cfg.nthread)
+        self._tool_body = self.model.body("tool0").id
         self.obs_dim = task.OBS_DIM
         self.action_dim = len(task.ACTION_NAMES)
         n = self.num_envs
@@ -228,7 +230,9 @@ class PouringVecEnv:
             self.stats["successes"] += int(info["success"][ids].sum())
             self.stats["unstable"] += int(info["unstable"][ids].sum())
             info["final_obs"] = obs.clone()
-            info["episode_return"] = torch.as_tensor(self.episode_return.copy(), dtype=torch.float32)
+            info["episode_return"] = torch.as_tensor(
+                self.episode_return.copy(), dtype=torch.float32
+            )
             if self.autoreset:
                 seeds = np.array([int(self._rngs[i].integers(2**31 - 1)) for i in ids])
                 self._reset_envs(ids, seeds)
@@ -241,17 +245,20 @@ class PouringVecEnv:
     def _task_state(self) -> tuple[task.TaskState, torch.Tensor]:
         k = self.backend.kinematics()
         ix = self.idx
-        unstable = ~np.isfinite(k.qpos).all(1) | ~np.isfinite(k.qvel).all(1)
-        unstable |= np.abs(np.nan_to_num(k.qvel, nan=np.inf)).max(1) > self.cfg.max_joint_speed
+        with np.errstate(invalid="ignore"):  # NaN compares False: caught by isfinite below
+            unstable = ~(np.abs(k.qvel).max(1) <= self.cfg.max_joint_speed)
+        unstable |= ~np.isfinite(k.qpos).all(1) | self.backend.diverged
         if unstable.any():  # keep the arithmetic below finite; the episode ends as a failure
-            k.qpos = np.nan_to_num(k.qpos, posinf=0.0, neginf=0.0)
-            k.qvel = np.nan_to_num(k.qvel, posinf=0.0, neginf=0.0)
-            k.xpos = np.nan_to_num(k.xpos)
-            k.xquat = np.nan_to_num(k.xquat)
-            k.site_xpos = np.nan_to_num(k.site_xpos)
+            k = dataclasses.replace(
+                k,
+                **{
+                    f.name: np.nan_to_num(getattr(k, f.name), posinf=0.0, neginf=0.0)
+                    for f in dataclasses.fields(k)
+                },
+            )
         t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
         b, c = ix.bottle_qpos, ix.cup_qpos
-        tool = self.model.body("tool0").id
+        tool = self._tool_body
         s = task.TaskState(
             arm_q=t(k.qpos[:, ix.arm_qpos]),
             arm_qd=t(k.qvel[:, ix.arm_dof]),
@@ -262,6 +269,8 @@ class PouringVecEnv:
             bottle_quat=t(k.qpos[:, b + 3 : b + 7]),
             cup_pos=t(k.qpos[:, c : c + 3]),
             cup_quat=t(k.qpos[:, c + 3 : c + 7]),
+            bottle_rot=t(k.xmat[:, ix.bottle_body]),
+            cup_rot=t(k.xmat[:, ix.cup_body]),
             bottle_grasp=t(k.site_xpos[:, ix.bottle_grasp_site]),
             bottle_mouth=t(k.site_xpos[:, ix.bottle_mouth_site]),
             cup_rim=t(k.site_xpos[:, ix.cup_rim_site]),

@@ -6,11 +6,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import mujoco
 import numpy as np
-
-os.environ.setdefault("MUJOCO_GL", "egl")
-
-import mujoco  # noqa: E402
 
 
 class Renderer:
@@ -30,7 +27,8 @@ class Renderer:
         except Exception as e:  # noqa: BLE001 - the GL stack raises many kinds
             raise RuntimeError(
                 f"headless rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')} ({e}); "
-                "install EGL (libegl1) or set MUJOCO_GL=osmesa with libosmesa6 installed"
+                "MUJOCO_GL must be set before mujoco is first imported (import pourlit first, "
+                "or export MUJOCO_GL=egl; osmesa needs libosmesa6)"
             ) from e
         if camera not in [model.camera(i).name for i in range(model.ncam)]:
             raise ValueError(f"unknown camera {camera!r}")
@@ -51,15 +49,21 @@ class Renderer:
         self.close()
 
 
+def check_video_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path if it ends in .mp4 or .gif, else ``ValueError`` (check before work)."""
+    p = Path(path)
+    if p.suffix.lower() not in (".mp4", ".gif"):
+        raise ValueError(f"{p}: video must end in .mp4 or .gif")
+    return p
+
+
 def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps: int = 25) -> Path:
     """Write RGB frames to ``path`` (``.mp4`` via ffmpeg or ``.gif``); returns the path."""
     import imageio.v2 as imageio
 
-    path = Path(path)
+    path = check_video_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
-    if suffix not in (".mp4", ".gif"):
-        raise ValueError(f"{path}: video must end in .mp4 or .gif")
     kwargs = {"fps": fps}
     if suffix == ".mp4":
         kwargs.update(codec="libx264", quality=7, macro_block_size=8)

@@ -84,7 +84,7 @@ def quat_canonical(q: torch.Tensor) -> torch.Tensor:
 
 def up_axis(q: torch.Tensor) -> torch.Tensor:
     """World z component of the body's z axis (cosine of its tilt from vertical)."""
-    w, x, y, z = q.unbind(-1)
+    x, y = q[..., 1], q[..., 2]
     return 1.0 - 2.0 * (x * x + y * y)
 
 
@@ -102,6 +102,8 @@ class TaskState:
     bottle_quat: torch.Tensor  # (N, 4)
     cup_pos: torch.Tensor  # (N, 3)
     cup_quat: torch.Tensor  # (N, 4)
+    bottle_rot: torch.Tensor  # (N, 3, 3) rotation matrix of the bottle frame
+    cup_rot: torch.Tensor  # (N, 3, 3)
     bottle_grasp: torch.Tensor  # (N, 3) grasp point on the bottle axis, world
     bottle_mouth: torch.Tensor  # (N, 3)
     cup_rim: torch.Tensor  # (N, 3) centre of the cup's rim
@@ -118,17 +120,18 @@ class LiquidState:
 def liquid_state(s: TaskState) -> LiquidState:
     """Fractions of spheres inside the bottle, inside the cup, and spilled on the table."""
 
-    def local(p: torch.Tensor, pos: torch.Tensor, quat: torch.Tensor) -> torch.Tensor:
-        q = quat_conj(quat)[:, None, :].expand(-1, p.shape[1], -1)
-        return quat_rotate(q, p - pos[:, None, :])
-
-    lb = local(s.liquid, s.bottle_pos, s.bottle_quat)
-    lc = local(s.liquid, s.cup_pos, s.cup_quat)
-    in_bottle = (lb[..., :2].norm(dim=-1) < BOTTLE_APOTHEM) & (lb[..., 2] > 0) & (
-        lb[..., 2] < BOTTLE_HEIGHT
+    # Row vectors: (p - pos) @ R expresses p in the frame whose axes are R's columns.
+    lb = torch.bmm(s.liquid - s.bottle_pos[:, None, :], s.bottle_rot)
+    lc = torch.bmm(s.liquid - s.cup_pos[:, None, :], s.cup_rot)
+    in_bottle = (
+        (lb[..., :2].norm(dim=-1) < BOTTLE_APOTHEM)
+        & (lb[..., 2] > 0)
+        & (lb[..., 2] < BOTTLE_HEIGHT)
     )
-    in_cup = (lc[..., :2].norm(dim=-1) < CUP_RADIUS - CUP_WALL) & (lc[..., 2] > 0) & (
-        lc[..., 2] < CUP_HEIGHT
+    in_cup = (
+        (lc[..., :2].norm(dim=-1) < CUP_RADIUS - CUP_WALL)
+        & (lc[..., 2] > 0)
+        & (lc[..., 2] < CUP_HEIGHT)
     )
     spilled = ~in_bottle & ~in_cup & (s.liquid[..., 2] < SPILL_HEIGHT)
     return LiquidState(
@@ -156,9 +159,9 @@ def observation(s: TaskState, liq: LiquidState) -> torch.Tensor:
         s.liquid.mean(dim=1),
         s.bottle_grasp - s.tcp_pos,
         rel_quat,
-        torch.stack((liq.in_bottle, liq.in_cup, liq.spilled), -1),
+        torch.stack((liq.in_bottle, liq.in_cup, liq.spilled), -1).to(s.arm_q.dtype),
     ]
-    return torch.cat([p.to(torch.float32) for p in parts], dim=-1)
+    return torch.cat(parts, dim=-1).to(torch.float32)
 
 
 @dataclass

@@ -1,0 +1,123 @@
+"""Simulator throughput: raw MuJoCo stepping vs the pourlit env on the same model.
+
+Prints (median of --repeats runs, all in one process so they share the machine's state):
+  raw      physics steps/s of mj_step on one MjData (the limit), and the control-step rate it
+           implies (physics rate / control_substeps)
+  env N=1  control steps/s of PouringVecEnv with one environment; overhead vs raw
+  env N=k  environment steps/s with k environments stepped in parallel; speed-up vs N=1
+
+Both raw and env hold the same actions (the arm holding its start pose, the liquid at rest
+in the bottle) from the same seeded start states, so they do the same physics.
+
+    python benchmarks/bench_sim.py [--steps 200] [--repeats 5] [--num-envs 2 4 8] [--json out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+import mujoco
+import torch
+
+from pourlit.sim.env import EnvConfig, PouringVecEnv
+
+
+def raw_physics_rate(env: PouringVecEnv, steps: int, seed: int) -> float:
+    """mj_step physics steps/s on one MjData from the env's start state (no Python per step
+    beyond the loop itself)."""
+    m = env.model
+    d = mujoco.MjData(m)
+    d.qpos[:] = env.sample_initial_qpos(seed)
+    d.ctrl[:6] = d.qpos[env.idx.arm_qpos]
+    d.ctrl[6] = 0.085
+    mujoco.mj_forward(m, d)
+    n = steps * env.cfg.control_substeps
+    t = time.perf_counter()
+    for _ in range(n):
+        mujoco.mj_step(m, d)
+    return n / (time.perf_counter() - t)
+
+
+def env_rate(env: PouringVecEnv, steps: int, seed: int) -> float:
+    """Environment steps/s (N environments x control steps) with zero actions."""
+    env.reset_to([seed + i for i in range(env.num_envs)])
+    zeros = torch.zeros(env.num_envs, env.action_dim)
+    env.step(zeros)  # warm-up (allocations)
+    t = time.perf_counter()
+    for _ in range(steps):
+        env.step(zeros)
+    return env.num_envs * steps / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--steps", type=int, default=150, help="control steps per timing run")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--num-envs", type=int, nargs="+", default=[2, 4, 8])
+    ap.add_argument("--liquid", type=int, default=32, help="number of liquid spheres")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    def cfg(n: int) -> EnvConfig:
+        return EnvConfig.from_dict({"num_envs": n, "liquid": {"count": args.liquid}})
+
+    envs = {n: PouringVecEnv(cfg(n)) for n in [1, *args.num_envs]}
+    sub = envs[1].cfg.control_substeps
+    raw, rates = [], {n: [] for n in envs}
+    for r in range(args.repeats):  # interleaved so every figure sees the same machine load
+        raw.append(raw_physics_rate(envs[1], args.steps, seed=r))
+        for n, env in envs.items():
+            rates[n].append(env_rate(env, args.steps, seed=100 * r))
+    for env in envs.values():
+        env.close()
+
+    raw_med = statistics.median(raw)
+    raw_ctrl = raw_med / sub
+    one = statistics.median(rates[1])
+    res = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "mujoco": mujoco.__version__,
+        "liquid_spheres": args.liquid,
+        "control_substeps": sub,
+        "repeats": args.repeats,
+        "raw_physics_steps_per_s": round(raw_med),
+        "raw_control_steps_per_s": round(raw_ctrl, 1),
+        "env": {},
+    }
+    print(f"pourlit simulator benchmark  {res['date']}  {res['machine']}  mujoco {res['mujoco']}")
+    print(f"scene: {args.liquid} liquid spheres, {sub} x 2 ms physics steps per control step")
+    print(f"medians of {args.repeats} interleaved runs of {args.steps} control steps\n")
+    print(f"{'':24s}{'steps/s':>12s}{'vs raw':>10s}{'vs N=1':>10s}")
+    print(f"{'raw mj_step (physics)':24s}{raw_med:12.0f}")
+    print(f"{'raw (control steps)':24s}{raw_ctrl:12.1f}{1.0:10.2f}")
+    for n in envs:
+        med = statistics.median(rates[n])
+        res["env"][n] = {
+            "env_steps_per_s": round(med, 1),
+            "ratio_vs_raw": round(med / raw_ctrl, 3),
+            "speedup_vs_1": round(med / one, 2),
+        }
+        print(f"{f'env N={n}':24s}{med:12.1f}{med / raw_ctrl:10.2f}{med / one:10.2f}")
+    overhead = 1.0 - one / raw_ctrl
+    res["wrapper_overhead_N1"] = round(overhead, 3)
+    print(f"\nwrapper overhead at N=1: {100 * overhead:.1f}% (goal <= 15%)")
+    best = max(args.num_envs, key=lambda n: res["env"][n]["speedup_vs_1"])
+    print(
+        f"parallel speed-up: {res['env'][best]['speedup_vs_1']:.2f}x at N={best} "
+        f"on {os.cpu_count()} cores (goal >= 1.7x)"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

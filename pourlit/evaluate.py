@@ -1,0 +1,181 @@
+"""``pourlit evaluate``: roll a policy out in the simulator on held-out seeds, report metrics.
+
+Policies: a skill checkpoint ("prior rollouts": every H steps draw z from the learned prior
+q_hat(z | s_t) and run the closed-loop decoder), or the scripted expert (``--policy expert``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pourlit.sim.env import EnvConfig, PouringVecEnv
+
+
+@dataclass
+class EpisodeStats:
+    success: list[bool] = field(default_factory=list)
+    poured: list[float] = field(default_factory=list)
+    spilled: list[float] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "episodes": len(self.success),
+            "success_rate": float(np.mean(self.success)),
+            "mean_poured_fraction": float(np.mean(self.poured)),
+            "mean_spilled_fraction": float(np.mean(self.spilled)),
+            "mean_return": float(np.mean(self.returns)),
+            "episode_length": float(np.mean(self.lengths)),
+        }
+
+
+class PriorPolicy:
+    """Closed-loop skill-prior rollouts: z ~ q_hat(z | s) every H steps, a = clip(f(s, z))."""
+
+    def __init__(self, ckpt: str | Path, num_envs: int, seed: int = 0) -> None:
+        from pourlit.skills.module import load_skill_prior
+
+        self.skills = load_skill_prior(ckpt)
+        self.clock = np.zeros(num_envs, dtype=np.int64)
+        self.z = torch.zeros(num_envs, self.skills.latent_dim)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def begin(self, ids: np.ndarray) -> None:
+        self.clock[ids] = 0
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        new = np.flatnonzero(self.clock % self.skills.horizon == 0)
+        if len(new):
+            q = self.skills.prior_dist(obs[new])
+            eps = torch.randn(q.mu.shape, generator=self.gen)
+            self.z[new] = q.mu + q.sigma * eps
+        self.clock += 1
+        return self.skills.decode(obs, self.z).clamp(-1.0, 1.0)
+
+
+class ExpertPolicy:
+    """The scripted expert (privileged), for reference numbers."""
+
+    def __init__(self, env: PouringVecEnv, seed: int = 0) -> None:
+        from pourlit.expert.pour import ScriptedPourExpert
+
+        self.expert = ScriptedPourExpert(env, seed=seed)
+        self.expert.begin()
+
+    def begin(self, ids: np.ndarray) -> None:
+        self.expert.begin(ids)
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.expert.act(), dtype=torch.float32)
+
+
+def run_episodes(
+    env: PouringVecEnv,
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    begin: Callable[[np.ndarray], None],
+    episodes: int,
+    seed: int,
+    video: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run ``episodes`` episodes (the first ``episodes`` to finish, from seeded resets)."""
+    stats = EpisodeStats()
+    obs = env.reset(seed=seed)
+    begin(np.arange(env.num_envs))
+    frames: list[np.ndarray] = []
+    renderer = None
+    if video is not None:
+        from pourlit.sim.render import Renderer
+
+        renderer = Renderer(env.model, 240, 320, "front")
+    start, steps = time.perf_counter(), 0
+    bar = tqdm(total=episodes, desc="evaluate", unit="ep", disable=not progress)
+    try:
+        while len(stats.success) < episodes:
+            if renderer is not None:
+                frames.append(renderer.frame(env.mj_data(0)))
+            obs, reward, term, trunc, info = env.step(policy(obs))
+            steps += env.num_envs
+            ended = np.flatnonzero((term | trunc).numpy())
+            for i in ended:
+                if len(stats.success) >= episodes:
+                    break
+                stats.success.append(bool(info["success"][i]))
+                stats.poured.append(float(info["poured_fraction"][i]))
+                stats.spilled.append(float(info["spilled_fraction"][i]))
+                stats.returns.append(float(info["episode_return"][i]))
+                stats.lengths.append(int(info["episode_step"][i]))
+                bar.update(1)
+                bar.set_postfix(success=f"{np.mean(stats.success):.2f}")
+                if renderer is not None and i == 0 and len(frames) > 0:
+                    renderer.close()
+                    renderer = None
+            if len(ended):
+                begin(ended)
+    finally:
+        bar.close()
+        if renderer is not None:
+            renderer.close()
+    wall = time.perf_counter() - start
+    result = stats.summary()
+    result["env_steps_per_s"] = round(steps / wall, 1)
+    if video is not None and frames:
+        from pourlit.sim.render import write_video
+
+        write_video(frames, video)
+        result["video"] = str(video)
+    return result
+
+
+def evaluate(
+    ckpt: str | Path | None,
+    policy: str = "auto",
+    episodes: int = 50,
+    num_envs: int = 2,
+    seed: int = 10_000,
+    video: str | Path | None = None,
+    env_overrides: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a skill checkpoint (prior rollouts) or the expert; returns the metrics dict."""
+    if episodes < 1 or num_envs < 1:
+        raise ValueError("--episodes and --num-envs must be positive")
+    if video is not None:
+        from pourlit.sim.render import check_video_path
+
+        check_video_path(video)
+    env_dict: dict = dict(env_overrides or {})
+    if policy == "expert":
+        env = PouringVecEnv(EnvConfig.from_dict({**env_dict, "num_envs": num_envs}))
+        pol = ExpertPolicy(env, seed=seed)
+        call, begin = pol, pol.begin
+    else:
+        if ckpt is None:
+            raise ValueError("give --ckpt PATH or --policy expert")
+        prior = PriorPolicy(ckpt, num_envs, seed=seed)
+        stored = prior.skills.env_config or {}
+        env_cfg = EnvConfig.from_dict({**stored, **env_dict, "num_envs": num_envs})
+        env = PouringVecEnv(env_cfg)
+        if env.obs_dim != prior.skills.state_dim or env.action_dim != prior.skills.action_dim:
+            raise ValueError(
+                f"{ckpt}: skill checkpoint expects state/action sizes "
+                f"{prior.skills.state_dim}/{prior.skills.action_dim}, the env has "
+                f"{env.obs_dim}/{env.action_dim}"
+            )
+        call, begin = prior, prior.begin
+    try:
+        result = run_episodes(env, call, begin, episodes, seed, video, progress)
+    finally:
+        env.close()
+    result["policy"] = "expert" if policy == "expert" else "skill_prior"
+    result["seed"] = seed
+    return result

@@ -1,0 +1,262 @@
+"""SkillPriorModule: SPiRL skill-prior learning as a LightningModule (thin: wiring and logging).
+
+Closed-loop SPiRL (default): encoder q(z | s, a), decoder a_t = f(s_t, z), learned prior
+q_hat(z | s_0). Open-loop SPiRL (``variant="open_loop"``): encoder on actions only and an
+LSTM decoder that emits the whole skill from z. Losses and defaults: ../shared/design/spirl.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from pourlit.skills.losses import skill_prior_loss
+from pourlit.skills.nets import (
+    BlockMLP,
+    ClosedLoopDecoder,
+    DiagGaussian,
+    OpenLoopDecoder,
+    SkillEncoder,
+)
+
+
+class SkillPriorModule(L.LightningModule):
+    """Learns a latent skill space and a state-conditioned skill prior from rollout windows.
+
+    Args:
+        state_dim: d_s (LightningCLI links it from ``data.state_dim``).
+        action_dim: d_a (linked from ``data.action_dim``).
+        horizon: H, steps per skill (must match the data module's).
+        latent_dim: n_z.
+        hidden: width of every hidden layer.
+        prior_blocks: hidden [Linear-BatchNorm-LeakyReLU] blocks of the learned prior.
+        decoder_blocks: hidden blocks of the closed-loop decoder.
+        variant: ``closed_loop`` (ClSPiRL) or ``open_loop`` (SPiRL).
+        beta: weight of the KL(q || N(0, I)) term.
+        prior_loss: ``nll`` (-log q_hat(stopgrad z)) or ``kl`` (KL(stopgrad q || q_hat)).
+        lr: RAdam learning rate; betas (0.9, 0.999).
+        clip_grad_steps: clip the gradient norm to ``clip_grad_norm`` for this many first steps.
+        clip_grad_norm: the early clipping threshold.
+        state_mean / state_std: per-dimension state normalisation (None: identity); stored
+            as buffers, so they travel inside the checkpoint.
+        env_config: the environment config the demonstrations came from (linked from the data
+            files), so that evaluation and RL rebuild the same environment.
+    """
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        horizon: int = 10,
+        latent_dim: int = 10,
+        hidden: int = 128,
+        prior_blocks: int = 3,
+        decoder_blocks: int = 3,
+        variant: str = "closed_loop",
+        beta: float = 5e-4,
+        prior_loss: str = "nll",
+        lr: float = 1e-3,
+        clip_grad_steps: int = 100,
+        clip_grad_norm: float = 1e-3,
+        state_mean: list[float] | None = None,
+        state_std: list[float] | None = None,
+        env_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if variant not in ("closed_loop", "open_loop"):
+            raise ValueError(f"variant must be 'closed_loop' or 'open_loop', got {variant!r}")
+        if prior_loss not in ("nll", "kl"):
+            raise ValueError(f"prior_loss must be 'nll' or 'kl', got {prior_loss!r}")
+        if state_dim < 1 or action_dim < 1 or horizon < 1 or latent_dim < 1:
+            raise ValueError("state_dim, action_dim, horizon and latent_dim must be >= 1")
+        self.save_hyperparameters()
+        closed = variant == "closed_loop"
+        self.encoder = SkillEncoder(state_dim if closed else 0, action_dim, latent_dim, hidden)
+        self.prior = BlockMLP(state_dim, 2 * latent_dim, hidden, prior_blocks)
+        self.decoder: nn.Module = (
+            ClosedLoopDecoder(state_dim, action_dim, latent_dim, hidden, decoder_blocks)
+            if closed
+            else OpenLoopDecoder(action_dim, latent_dim, horizon, hidden)
+        )
+        mean = torch.zeros(state_dim) if state_mean is None else torch.tensor(state_mean)
+        std = torch.ones(state_dim) if state_std is None else torch.tensor(state_std)
+        if mean.shape != (state_dim,) or std.shape != (state_dim,):
+            raise ValueError(f"state_mean/state_std must have {state_dim} values")
+        self.register_buffer("state_mean", mean.float())
+        self.register_buffer("state_std", std.float().clamp(min=1e-6))
+        self.val_rec = MeanMetric()
+        self.val_mse = MeanMetric()
+        self.val_kl = MeanMetric()
+        self.val_prior = MeanMetric()
+
+    # -- the model -------------------------------------------------------------------------
+    @property
+    def closed_loop(self) -> bool:
+        return self.hparams.variant == "closed_loop"
+
+    def normalize(self, states: torch.Tensor) -> torch.Tensor:
+        return (states - self.state_mean) / self.state_std
+
+    def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
+        """q_hat(z | s) for raw (unnormalised) states (..., d_s)."""
+        return DiagGaussian.from_params(self.prior(self.normalize(states)))
+
+    def decode(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Closed loop: actions (..., d_a) for raw states (..., d_s) and skills z (..., n_z)."""
+        if not self.closed_loop:
+            raise RuntimeError("decode(states, z) needs the closed-loop variant; use decode_open")
+        return self.decoder(self.normalize(states), z)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Encode, sample, decode one batch of windows; returns q, q_hat, z and recon."""
+        h = self.hparams.horizon
+        states = self.normalize(batch["states"])  # (B, H+1, d_s)
+        actions = batch["actions"][:, :h]  # (B, H, d_a)
+        mask = batch["pad_mask"][:, :h]  # (B, H)
+        if states.shape[1] < h + 1 or actions.shape[1] != h:
+            raise ValueError(
+                f"batch windows must have H+1 = {h + 1} states and H = {h} actions, got "
+                f"{states.shape[1]} and {batch['actions'].shape[1]} (horizon mismatch?)"
+            )
+        q = self.encoder(actions, states[:, :h] if self.closed_loop else None, mask)
+        z = q.rsample()
+        q_hat = DiagGaussian.from_params(self.prior(states[:, 0]))
+        if self.closed_loop:
+            recon = self.decoder(states[:, :h], z[:, None, :])
+        else:
+            recon = self.decoder(z)
+        return {"q": q, "q_hat": q_hat, "z": z, "recon": recon, "actions": actions, "mask": mask}
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+        out = self(batch)
+        losses = skill_prior_loss(
+            out["actions"],
+            out["recon"],
+            out["mask"],
+            out["q"],
+            out["q_hat"],
+            out["z"],
+            self.hparams.beta,
+            self.hparams.prior_loss,
+        )
+        return losses, out
+
+    # -- Lightning hooks -------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses, _ = self._losses(batch)
+        self.log_dict(
+            {f"train/{k}": v for k, v in losses.items()},
+            prog_bar=False,
+            batch_size=batch["states"].shape[0],
+        )
+        self.log("loss", losses["loss"], prog_bar=True, logger=False)
+        return losses["loss"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        losses, out = self._losses(batch)
+        n = out["mask"].sum() * out["actions"].shape[-1]
+        mse = ((out["actions"] - out["recon"]) ** 2 * out["mask"].unsqueeze(-1)).sum() / n
+        b = batch["states"].shape[0]
+        self.val_rec.update(losses["rec"], weight=b)
+        self.val_mse.update(mse, weight=n)
+        self.val_kl.update(losses["kl"], weight=b)
+        self.val_prior.update(losses["prior"], weight=b)
+
+    def on_validation_epoch_end(self) -> None:
+        rec, kl, prior = self.val_rec.compute(), self.val_kl.compute(), self.val_prior.compute()
+        self.log_dict(
+            {
+                "val/recon_mse": self.val_mse.compute(),
+                "val/kl": kl,
+                "val/prior_nll": prior,
+                "val/loss": rec + self.hparams.beta * kl + prior,
+            },
+            prog_bar=True,
+            sync_dist=True,
+        )
+        for m in (self.val_rec, self.val_mse, self.val_kl, self.val_prior):
+            m.reset()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.RAdam(self.parameters(), lr=self.hparams.lr, betas=(0.9, 0.999))
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """The reference clips the gradient norm to 0.001 for the first 100 steps only."""
+        if self.global_step < self.hparams.clip_grad_steps:
+            self.clip_gradients(optimizer, self.hparams.clip_grad_norm, "norm")
+        elif gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def on_fit_start(self) -> None:
+        """Adopt the data module's normalisation statistics (saved with the checkpoint)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        mean, std = getattr(dm, "state_mean", None), getattr(dm, "state_std", None)
+        if mean is not None and std is not None and self.global_step == 0:
+            self.state_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.state_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-6))
+            self.hparams.state_mean = self.state_mean.tolist()
+            self.hparams.state_std = self.state_std.tolist()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save RNG states (z sampling) so a resumed run continues bit-for-bit."""
+        checkpoint["pourlit_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("pourlit_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+
+
+class SkillPrior(nn.Module):
+    """The frozen parts the RL stage needs: learned prior q_hat(z | s) and closed-loop decoder.
+
+    Runs in eval mode (BatchNorm uses its running statistics) with gradients off.
+    """
+
+    def __init__(self, module: SkillPriorModule) -> None:
+        super().__init__()
+        if not module.closed_loop:
+            raise ValueError("the RL stage needs a closed-loop skill checkpoint")
+        hp = module.hparams
+        self.state_dim, self.action_dim = int(hp.state_dim), int(hp.action_dim)
+        self.env_config: dict | None = hp.get("env_config")
+        self.horizon, self.latent_dim = int(hp.horizon), int(hp.latent_dim)
+        self.prior = module.prior
+        self.decoder = module.decoder
+        self.register_buffer("state_mean", module.state_mean.clone())
+        self.register_buffer("state_std", module.state_std.clone())
+        self.eval()
+        self.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> SkillPrior:
+        return super().train(False)  # always frozen
+
+    def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
+        """q_hat(z | s) for raw states (N, d_s)."""
+        return DiagGaussian.from_params(self.prior((states - self.state_mean) / self.state_std))
+
+    def decode(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Unsquashed actions (N, d_a) for raw states (N, d_s) and skills z (N, n_z)."""
+        return self.decoder((states - self.state_mean) / self.state_std, z)
+
+
+def load_skill_prior(path: str | Path, map_location: str = "cpu") -> SkillPrior:
+    """Load the frozen prior and decoder from a skill checkpoint of ``pourlit fit``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: skill checkpoint not found")
+    try:
+        module = SkillPriorModule.load_from_checkpoint(p, map_location=map_location)
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise ValueError(f"{p}: not a pourlit skill checkpoint ({e})") from e
+    return SkillPrior(module)
