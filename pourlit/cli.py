@@ -4,6 +4,8 @@
     pourlit inspect DIR_OR_FILE
     pourlit render DIR/rollout_00003.h5 -o ep3.mp4
     pourlit scene -o scene.xml [--liquid-count 64]
+    pourlit fit|validate|test -c configs/skills/spirl_cl.yaml [--ckpt_path last]   (LightningCLI)
+    pourlit evaluate --ckpt SKILL.ckpt --episodes 50 [--video out.mp4]
 
 Errors in what the user gave (config, paths, files) print one line ``pourlit: error: ...``
 and exit with status 2 (bad usage/config) or 1 (a failure while running).
@@ -74,6 +76,24 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pourlit.evaluate import evaluate
+
+    result = evaluate(
+        args.ckpt,
+        policy=args.policy,
+        episodes=args.episodes,
+        num_envs=args.num_envs,
+        seed=args.seed,
+        video=args.video,
+        progress=not args.quiet,
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
 def _cmd_scene(args: argparse.Namespace) -> int:
     from pourlit.sim.scene import LiquidConfig, build_spec
 
@@ -87,7 +107,9 @@ def _cmd_scene(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="pourlit", description="Learn a robot pouring skill from demonstrations (SPiRL)."
+        prog="pourlit",
+        description="Learn a robot pouring skill from demonstrations (SPiRL). "
+        "Training: pourlit fit|validate|test -c CONFIG.yaml (LightningCLI; see --help there).",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -125,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=int, default=25)
     r.set_defaults(func=_cmd_render)
 
+    e = sub.add_parser("evaluate", help="roll out a policy on held-out seeds, print metrics")
+    e.add_argument("--ckpt", help="skill checkpoint (prior rollouts)")
+    e.add_argument("--policy", choices=("auto", "expert"), default="auto")
+    e.add_argument("--episodes", type=int, default=50)
+    e.add_argument("--num-envs", type=int, default=2)
+    e.add_argument("--seed", type=int, default=10_000, help="env seed (held out from collect)")
+    e.add_argument("--video", help="write env 0's first episode to this .mp4/.gif")
+    e.add_argument("--json", help="also write the metrics to this file")
+    e.add_argument("-q", "--quiet", action="store_true")
+    e.set_defaults(func=_cmd_evaluate)
+
     s = sub.add_parser("scene", help="write the full scene (liquid included) as MJCF")
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--liquid-count", type=int, default=32)
@@ -133,7 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        from pourlit.lightning_cli import run
+
+        run(argv)
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     from pourlit.collect import ConfigError

@@ -1,0 +1,66 @@
+"""Rollout datasets: one-episode HDF5 files, their reading, writing and summaries, and the
+LightningDataModule that serves skill-learning windows from them.
+
+The datamodule names (``RolloutDataModule``, ``SkippedRolloutWarning``, ``WindowDataset``,
+``WindowSampler``) are imported lazily on first access, so that reading and writing rollouts does
+not pay for importing torch and lightning.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pourlit.data.rollout import (
+    ROLLOUT_GLOB,
+    DatasetSummary,
+    Episode,
+    RolloutFormatError,
+    RolloutWriteError,
+    episode_indices,
+    format_summary,
+    list_rollouts,
+    next_free_index,
+    read_episode,
+    rollout_path,
+    summarize,
+    write_episode,
+)
+
+__all__ = [
+    "ROLLOUT_GLOB",
+    "DatasetSummary",
+    "Episode",
+    "RolloutDataModule",
+    "RolloutFormatError",
+    "RolloutWriteError",
+    "SkippedRolloutWarning",
+    "WindowDataset",
+    "WindowSampler",
+    "episode_indices",
+    "format_summary",
+    "list_rollouts",
+    "next_free_index",
+    "read_episode",
+    "rollout_path",
+    "summarize",
+    "write_episode",
+]
+
+_LAZY = {"RolloutDataModule", "SkippedRolloutWarning", "WindowDataset", "WindowSampler"}
+
+if TYPE_CHECKING:
+    from pourlit.data.datamodule import (
+        RolloutDataModule,
+        SkippedRolloutWarning,
+        WindowDataset,
+        WindowSampler,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Import the datamodule names on first use (module-level ``__getattr__``, PEP 562)."""
+    if name in _LAZY:
+        from pourlit.data import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
