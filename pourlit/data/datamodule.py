@@ -2,7 +2,7 @@
 
 A batch is a dict (B = batch size, H = horizon, d_s / d_a = state / action size)::
 
-    states    (B, H + 1, d_s) float32   s_0 .. s_H (optionally normalised)
+    states    (B, H + 1, d_s) float32   s_0 .. s_H (raw; the model normalises)
     actions   (B, H, d_a)     float32   a_0 .. a_{H-1}; a_t belongs with s_t
     pad_mask  (B, H + 1)      float32   1 = real step, 0 = padding
 
@@ -43,7 +43,7 @@ from pourlit.data.rollout import RolloutFormatError, list_rollouts, read_episode
 VAL_SEED_OFFSET = 1000
 """Validation windows are drawn with seed ``seed + VAL_SEED_OFFSET`` (and epoch 0)."""
 
-STD_MIN = 1e-6
+STD_MIN = 1e-2  # floor: near-constant dims (a resting cup's height) must not amplify noise
 """Lower clamp for per-dimension state standard deviations."""
 
 
@@ -287,8 +287,9 @@ class RolloutDataModule(L.LightningDataModule):
         split_seed: seed of the episode-level train/validation split.
         seed: seed of window sampling (validation uses ``seed + 1000``).
         num_workers: DataLoader worker processes (persistent when > 0).
-        normalize_states: standardise states per dimension with the mean and std of the
-            training episodes' real steps (std clamped to >= 1e-6).
+        normalize_states: compute per-dimension mean and std of the training episodes' real
+            steps (std clamped to >= 0.01) and expose them as ``state_mean``/``state_std`` for
+            the model, which applies them (batches always carry raw states).
         skip_bad_files: warn about and skip bad files instead of raising.
     """
 
@@ -467,9 +468,10 @@ class RolloutDataModule(L.LightningDataModule):
         self._ensure_loaded()
         episodes = self._train if which == "train" else self._val
         assert episodes is not None
-        stats = (self._mean, self._std) if self.normalize_states else (None, None)
+        # Batches carry raw states: the model owns the normalisation (its buffers travel in the
+        # checkpoint and are applied identically at training and at inference).
         return WindowDataset(
-            [(s, a, p) for _, s, a, p in episodes], self.horizon, num_windows, seed, *stats
+            [(s, a, p) for _, s, a, p in episodes], self.horizon, num_windows, seed
         )
 
     def _loader(self, dataset: WindowDataset, sampler: WindowSampler) -> DataLoader:

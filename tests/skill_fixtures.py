@@ -1,0 +1,135 @@
+"""Helpers for tests/test_skill_training.py: tiny synthetic rollout datasets and configs.
+
+The datasets have the pouring env's sizes (50-D states, 7-D actions) so that a skill checkpoint
+trained on them can be evaluated in the simulator; their ``env_config`` attribute shortens the
+episodes to ``MAX_EPISODE_STEPS`` steps.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from pourlit.data.rollout import write_episode
+
+STATE_DIM, ACTION_DIM = 50, 7
+HORIZON, BATCH, WINDOWS, VAL_WINDOWS = 5, 16, 64, 32
+LATENT, HIDDEN = 4, 32
+MAX_EPISODE_STEPS = 30
+STEPS_PER_EPOCH = WINDOWS // BATCH  # 4, single process
+
+
+def env_config_dict() -> dict:
+    from pourlit.sim.env import EnvConfig
+
+    return EnvConfig(max_episode_steps=MAX_EPISODE_STEPS).to_dict()
+
+
+def random_walk(rng: np.random.Generator, t: int, d: int, step: float = 0.08) -> np.ndarray:
+    """A smooth (T, d) random walk that stays in [-1, 1]."""
+    x = np.empty((t, d), np.float32)
+    x[0] = rng.uniform(-0.5, 0.5, d)
+    for i in range(1, t):
+        x[i] = np.clip(x[i - 1] + step * rng.standard_normal(d), -1.0, 1.0)
+    return x
+
+
+def write_dataset(
+    root: Path,
+    episodes: int = 8,
+    state_dim: int = STATE_DIM,
+    action_dim: int = ACTION_DIM,
+    seed: int = 0,
+    with_env: bool = True,
+) -> Path:
+    """Write ``episodes`` rollout files (lengths 30..60) of smooth random walks under ``root``."""
+    rng = np.random.default_rng(seed)
+    env_cfg = env_config_dict() if with_env else None
+    for ep in range(episodes):
+        t = int(rng.integers(30, 61))
+        attrs: dict[str, Any] = {"seed": 1000 + ep}
+        if with_env:
+            attrs["env_config"] = env_cfg
+            attrs["obs_names"] = [f"obs{i}" for i in range(state_dim)]
+            attrs["action_names"] = [f"act{i}" for i in range(action_dim)]
+        states = random_walk(rng, t, state_dim)
+        # actions follow the state (learnable by the closed-loop decoder) plus a slow drift
+        k = min(state_dim, action_dim)
+        actions = 0.3 * random_walk(rng, t, action_dim)
+        actions[:, :k] += 0.7 * states[:, :k]
+        write_episode(
+            root / f"rollout_{ep:05d}.h5",
+            states=states,
+            actions=np.clip(actions, -1.0, 1.0),
+            success=bool(ep % 2),
+            attrs=attrs,
+        )
+    return root
+
+
+def model_kwargs(**overrides: Any) -> dict:
+    kw = dict(
+        horizon=HORIZON,
+        latent_dim=LATENT,
+        hidden=HIDDEN,
+        prior_blocks=1,
+        decoder_blocks=1,
+        clip_grad_steps=0,
+    )
+    kw.update(overrides)
+    return kw
+
+
+def data_kwargs(**overrides: Any) -> dict:
+    kw = dict(
+        horizon=HORIZON,
+        batch_size=BATCH,
+        windows_per_epoch=WINDOWS,
+        val_windows=VAL_WINDOWS,
+        val_fraction=0.25,
+        normalize_states=True,
+    )
+    kw.update(overrides)
+    return kw
+
+
+def cli_config(
+    data_dir: Path,
+    run_dir: Path,
+    model: dict | None = None,
+    data: dict | None = None,
+    trainer: dict | None = None,
+    repo_config: Path | None = None,
+) -> dict:
+    """The repository's configs/skills/spirl_cl.yaml with small sizes and paths under
+    ``run_dir`` (CSVLogger in ``run_dir/logs``, checkpoints in ``run_dir/checkpoints``)."""
+    if repo_config is None:
+        repo_config = Path(__file__).resolve().parents[1] / "configs/skills/spirl_cl.yaml"
+    cfg = copy.deepcopy(yaml.safe_load(repo_config.read_text()))
+    t = cfg["trainer"]
+    t.update(
+        max_epochs=1,
+        log_every_n_steps=1,
+        default_root_dir=str(run_dir),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    t["logger"][0]["init_args"]["save_dir"] = str(run_dir)
+    t["callbacks"][0]["init_args"]["dirpath"] = str(run_dir / "checkpoints")
+    t.update(trainer or {})
+    m = cfg["model"]["init_args"]
+    m.update({k: v for k, v in model_kwargs().items() if k != "horizon"})
+    m.update(model or {})
+    d = cfg["data"]["init_args"]
+    d.update(data_kwargs(), data_dir=str(data_dir))
+    d.update(data or {})
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
