@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export MUJOCO_GL ?= egl
 
-.PHONY: setup test test-fast demo bench lint clean
+.PHONY: setup test test-fast demo bench bench-skills checkpoints lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,21 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/bench_sim.py
+
+bench-skills: setup
+	$(PY) benchmarks/bench_skills.py --data-dir data/pouring
+
+# Rebuild the shipped default checkpoints from scratch with the project's own commands
+# (200 expert episodes -> closed-loop SPiRL skill prior). Scratch data lives in runs/ckpt-build.
+CKPT_BUILD := runs/ckpt-build
+checkpoints: setup
+	rm -rf $(CKPT_BUILD)
+	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes 200 --num-envs 2 --out $(CKPT_BUILD)/data --seed 0
+	$(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml --data.init_args.data_dir $(CKPT_BUILD)/data \
+		--trainer.default_root_dir $(CKPT_BUILD)/skills --trainer.logger.init_args.save_dir $(CKPT_BUILD)/skills \
+		--trainer.callbacks.init_args.dirpath $(CKPT_BUILD)/skills/checkpoints
+	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/skills/checkpoints/last.ckpt', 'checkpoints/skills/spirl_cl.ckpt')"
+	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/skills/spirl_cl.ckpt --episodes 50 --json checkpoints/skills/spirl_cl.eval.json
 
 lint: setup
 	$(VENV)/bin/ruff check pourlit tests benchmarks

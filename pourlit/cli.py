@@ -170,11 +170,12 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_given = argv is not None
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from pourlit.lightning_cli import run
 
-        run(argv)
+        run(argv if args_given else None)  # None: LightningCLI reads sys.argv itself
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)

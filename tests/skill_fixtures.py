@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from pourlit.data.rollout import write_episode
+from pourlit.skills.module import SkillPriorModule
 
 STATE_DIM, ACTION_DIM = 50, 7
 HORIZON, BATCH, WINDOWS, VAL_WINDOWS = 5, 16, 64, 32
@@ -49,6 +51,9 @@ def write_dataset(
     """Write ``episodes`` rollout files (lengths 30..60) of smooth random walks under ``root``."""
     rng = np.random.default_rng(seed)
     env_cfg = env_config_dict() if with_env else None
+    # demonstrations of one task: a shared smooth template plus a small per-episode deviation
+    template_s = random_walk(rng, 60, state_dim)
+    template_a = random_walk(rng, 60, action_dim)
     for ep in range(episodes):
         t = int(rng.integers(30, 61))
         attrs: dict[str, Any] = {"seed": 1000 + ep}
@@ -56,14 +61,11 @@ def write_dataset(
             attrs["env_config"] = env_cfg
             attrs["obs_names"] = [f"obs{i}" for i in range(state_dim)]
             attrs["action_names"] = [f"act{i}" for i in range(action_dim)]
-        states = random_walk(rng, t, state_dim)
-        # actions follow the state (learnable by the closed-loop decoder) plus a slow drift
-        k = min(state_dim, action_dim)
-        actions = 0.3 * random_walk(rng, t, action_dim)
-        actions[:, :k] += 0.7 * states[:, :k]
+        states = template_s[:t] + 0.1 * random_walk(rng, t, state_dim, step=0.05)
+        actions = template_a[:t] + 0.1 * random_walk(rng, t, action_dim, step=0.05)
         write_episode(
             root / f"rollout_{ep:05d}.h5",
-            states=states,
+            states=np.clip(states, -1.0, 1.0),
             actions=np.clip(actions, -1.0, 1.0),
             success=bool(ep % 2),
             attrs=attrs,
@@ -133,3 +135,13 @@ def cli_config(
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+class WorseningValModule(SkillPriorModule):
+    """A SkillPriorModule whose val/recon_mse gets worse every epoch (about ``epoch + 1`` is
+    mixed into the metric), so that a monitored ModelCheckpoint sees an improvement only at
+    epoch 0. Used as a ``class_path`` in CLI configs (this module is importable in tests)."""
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_mse.update(torch.tensor(float(self.current_epoch + 1)), weight=1e6)
+        super().on_validation_epoch_end()

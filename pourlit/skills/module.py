@@ -260,3 +260,20 @@ def load_skill_prior(path: str | Path, map_location: str = "cpu") -> SkillPrior:
     except (KeyError, RuntimeError, TypeError) as e:
         raise ValueError(f"{p}: not a pourlit skill checkpoint ({e})") from e
     return SkillPrior(module)
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Write a small inference copy of a Lightning checkpoint: weights, buffers and
+    hyperparameters only (no optimiser, loop or callback state, so not for resuming)."""
+    src, dst = Path(src), Path(dst)
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    keep = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step")
+    missing = [k for k in ("state_dict", "hyper_parameters") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{src}: not a Lightning checkpoint with hyperparameters ({missing})")
+    small = {k: ckpt[k] for k in keep if k in ckpt}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    torch.save(small, tmp)
+    tmp.replace(dst)
+    return dst
