@@ -121,7 +121,8 @@ def cli_config(
         enable_model_summary=False,
     )
     t["logger"][0]["init_args"]["save_dir"] = str(run_dir)
-    t["callbacks"][0]["init_args"]["dirpath"] = str(run_dir / "checkpoints")
+    for cb in t["callbacks"]:
+        cb["init_args"]["dirpath"] = str(run_dir / "checkpoints")
     t.update(trainer or {})
     m = cfg["model"]["init_args"]
     m.update({k: v for k, v in model_kwargs().items() if k != "horizon"})

@@ -12,7 +12,6 @@ import csv
 import json
 import math
 import os
-import pickle
 import re
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from skill_fixtures import (
@@ -67,10 +67,13 @@ def _isolated_globals():
     names = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "WANDB_MODE", "WANDB_SILENT")
     saved_env = {k: os.environ.get(k) for k in names}
     threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    argv = sys.argv
+    sys.argv = ["pourlit"]  # LightningCLI warns when pytest's own arguments are on sys.argv
     torch.set_num_threads(1)
     os.environ["WANDB_MODE"] = "offline"
     os.environ["WANDB_SILENT"] = "true"
     yield
+    sys.argv = argv
     torch.set_num_threads(threads)
     torch.set_rng_state(rng)
     for k, v in saved_env.items():
@@ -140,6 +143,25 @@ def load_ckpt(path: Path) -> dict:
 def grad_norm(module: torch.nn.Module) -> float:
     grads = [p.grad.detach().double() for p in module.parameters() if p.grad is not None]
     return float(torch.sqrt(sum((g**2).sum() for g in grads)))
+
+
+@torch.no_grad()
+def network_outputs(
+    module: SkillPriorModule, states: torch.Tensor, z: torch.Tensor, batch: dict
+) -> dict[str, torch.Tensor]:
+    """Deterministic outputs of the prior, decoder and encoder (no z sampling)."""
+    h = module.hparams.horizon
+    prior = module.prior_dist(states)
+    q = module.encoder(
+        batch["actions"][:, :h], module.normalize(batch["states"])[:, :h], batch["pad_mask"][:, :h]
+    )
+    return {
+        "prior_mu": prior.mu,
+        "prior_log_sigma": prior.log_sigma,
+        "decode": module.decode(states, z),
+        "q_mu": q.mu,
+        "q_log_sigma": q.log_sigma,
+    }
 
 
 def fixed_inputs(n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,14 +262,6 @@ def test_cli_resume_with_ckpt_path_last(data_dir: Path, tmp_path: Path, monkeypa
     assert len(val_rows(rows)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG (configs/skills/spirl_cl.yaml + Lightning 2.6): ModelCheckpoint(monitor="
-    "val/recon_mse, save_top_k=1, save_last=True) writes last.ckpt only at steps where a top-k "
-    "checkpoint is saved, so last.ckpt stays at the best epoch and `--ckpt_path last` silently "
-    "repeats every epoch after it",
-)
 def test_last_ckpt_holds_the_latest_epoch_with_the_repo_config(
     data_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
@@ -275,20 +289,11 @@ def test_checkpoint_rebuilds_identical_networks(trained: SimpleNamespace) -> Non
         assert name == name2 and torch.equal(x, y), name
     states, z = fixed_inputs()
     batch = next(iter(trained.dm.val_dataloader()))
-    h = HORIZON
-    with torch.no_grad():
-        for net in (live, loaded):
-            net.out = (
-                net.prior_dist(states),
-                net.decode(states, z),
-                net.encoder(batch["actions"], net.normalize(batch["states"])[:, :h], batch["pad_mask"][:, :h]),
-            )
-    for got, want in zip(loaded.out, live.out, strict=True):
-        if isinstance(got, torch.Tensor):
-            assert torch.equal(got, want)
-        else:
-            assert torch.equal(got.mu, want.mu) and torch.equal(got.log_sigma, want.log_sigma)
-    assert live.out[1].shape == (12, ACTION_DIM)
+    got, want = network_outputs(loaded, states, z, batch), network_outputs(live, states, z, batch)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    assert want["decode"].shape == (12, ACTION_DIM)
 
 
 def test_checkpoint_carries_normalisation_and_env_config(
@@ -301,7 +306,7 @@ def test_checkpoint_carries_normalisation_and_env_config(
     # the statistics of the training episodes' steps, not the identity
     rows = torch.cat([torch.from_numpy(read_episode(p).states) for p in trained.dm.train_files])
     torch.testing.assert_close(mean, rows.double().mean(0).float(), rtol=0, atol=1e-5)
-    torch.testing.assert_close(std, rows.double().std(0, unbiased=False).float(), rtol=1e-4, atol=0)
+    torch.testing.assert_close(std, rows.double().std(0, correction=0).float(), rtol=1e-4, atol=0)
     assert not torch.allclose(std, torch.ones_like(std))
     hp = ckpt["hyper_parameters"]
     assert hp["state_mean"] == pytest.approx(mean.tolist())
@@ -310,6 +315,47 @@ def test_checkpoint_carries_normalisation_and_env_config(
     assert files_env == json.loads(json.dumps(env_config_dict()))
     assert hp["env_config"] == files_env
     assert hp["env_config"]["max_episode_steps"] == MAX_EPISODE_STEPS
+
+
+class DecoderInputRecorder(Callback):
+    """Pairs each training batch (raw, from the data module) with the states the decoder got."""
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+        self.decoder_states: list[torch.Tensor] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        def hook(_module, args):
+            if pl_module.training:
+                self.decoder_states.append(args[0].detach().clone())
+
+        pl_module.decoder.register_forward_pre_hook(hook)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append(batch["states"].clone())
+
+
+def test_training_normalises_states_exactly_once(data_dir: Path) -> None:
+    """Batches carry raw file states; the model standardises them once with the statistics it
+    saves in the checkpoint, the same transform SkillPrior applies to raw env states."""
+    rec = DecoderInputRecorder()
+    _, module, dm = fit(data_dir, 1, callbacks=[rec], limit_val_batches=0, num_sanity_val_steps=0)
+    assert len(rec.batches) == len(rec.decoder_states) == STEPS_PER_EPOCH
+    raw_rows = {
+        tuple(row) for p in dm.train_files for row in read_episode(p).states.round(5).tolist()
+    }
+    mean, std = dm.state_mean, dm.state_std
+    assert torch.equal(module.state_mean, mean) and torch.equal(module.state_std, std)
+    seen = []
+    for states, dec_in in zip(rec.batches, rec.decoder_states, strict=True):
+        for row in states.reshape(-1, STATE_DIM).numpy().round(5).tolist():
+            assert tuple(row) in raw_rows  # raw values straight from the files
+        want = (states[:, :HORIZON] - mean) / std
+        torch.testing.assert_close(dec_in, want, rtol=0, atol=1e-6)
+        seen.append(dec_in.reshape(-1, STATE_DIM))
+    seen = torch.cat(seen)
+    # standardised once: unit scale (twice would blow it up by 1/std, about 3-10x here)
+    assert 0.5 < seen.std(0).median() < 1.5, seen.std(0)
 
 
 def test_load_skill_prior_is_frozen_and_has_the_right_shapes(trained: SimpleNamespace) -> None:
@@ -353,19 +399,22 @@ def test_load_skill_prior_non_lightning_torch_file_names_it(tmp_path: Path) -> N
         load_skill_prior(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(pickle.UnpicklingError, EOFError),
-    reason="BUG (load_skill_prior): a garbage or empty file leaks torch.load's UnpicklingError "
-    "(a misleading weights_only hint) / a bare EOFError without the file name; only "
-    "KeyError/RuntimeError/TypeError are turned into 'PATH: not a pourlit skill checkpoint'",
+@pytest.mark.parametrize(
+    "content",
+    [b"garbage, not a checkpoint\n", b"this is not a checkpoint\n", b""],
+    ids=["unpickling", "index", "empty"],
 )
-@pytest.mark.parametrize("content", [b"this is not a checkpoint\n", b""], ids=["garbage", "empty"])
 def test_load_skill_prior_garbage_file_names_it(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "skills.ckpt"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=re.escape(str(path))):
+    try:
         load_skill_prior(path)
+    except Exception as e:  # noqa: BLE001 - the point is which exception comes out
+        err: Exception | None = e
+    else:
+        err = None
+    assert isinstance(err, ValueError), f"{type(err).__name__}: {err}"
+    assert str(path) in str(err)
 
 
 # ----------------------------------------------------------------------------- 3. validation
@@ -435,7 +484,13 @@ class GradNormRecorder(Callback):
         self.after.append(grad_norm(pl_module))
 
 
-@pytest.mark.parametrize("trainer_clip", [None, 0.05])
+@pytest.mark.parametrize(
+    "trainer_clip",
+    [
+        None,
+        0.05,
+    ],
+)
 def test_gradient_norm_is_clipped_for_the_first_steps_only(
     data_dir: Path, trainer_clip: float | None
 ) -> None:
@@ -513,11 +568,12 @@ def test_wandb_offline_run(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
     finally:
         wandb.finish()
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
-    files = [p for p in run_dir.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".wandb" and p.stat().st_size > 0 for p in files), files
-    summary = json.loads((run_dir / "files" / "wandb-summary.json").read_text())
-    assert math.isfinite(summary["val/recon_mse"])
-    assert (run_dir / "files" / "config.yaml").is_file()
+    assert any(p.is_file() for p in (run_dir / "files").iterdir())
+    (record,) = run_dir.glob("run-*.wandb")
+    data = record.read_bytes()
+    # the run log holds the validation metrics and the model's hyperparameters
+    assert b"val/recon_mse" in data and b"train/loss" in data
+    assert b"latent_dim" in data and b"pourlit-test" in data
 
 
 # ----------------------------------------------------------------------------- 8. bad inputs

@@ -191,10 +191,13 @@ class SkillPriorModule(L.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """The reference clips the gradient norm to 0.001 for the first 100 steps only."""
+        """The reference clips the gradient norm to 0.001 for the first 100 steps only; after
+        that the Trainer's own ``gradient_clip_val`` (if any) applies."""
         if self.global_step < self.hparams.clip_grad_steps:
-            self.clip_gradients(optimizer, self.hparams.clip_grad_norm, "norm")
-        elif gradient_clip_val is not None:
+            # Directly: Lightning's clip_gradients refuses a value other than the Trainer's.
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.hparams.clip_grad_norm)
+        else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_fit_start(self) -> None:
@@ -257,8 +260,9 @@ def load_skill_prior(path: str | Path, map_location: str = "cpu") -> SkillPrior:
         raise FileNotFoundError(f"{p}: skill checkpoint not found")
     try:
         module = SkillPriorModule.load_from_checkpoint(p, map_location=map_location)
-    except (KeyError, RuntimeError, TypeError) as e:
-        raise ValueError(f"{p}: not a pourlit skill checkpoint ({e})") from e
+    except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{p}: not a pourlit skill checkpoint ({reason})") from e
     return SkillPrior(module)
 
 
