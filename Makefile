@@ -35,12 +35,13 @@ bench-skills: setup
 # Rebuild the shipped default checkpoints from scratch with the project's own commands
 # (200 expert episodes -> closed-loop SPiRL skill prior). Scratch data lives in runs/ckpt-build.
 CKPT_BUILD := runs/ckpt-build
+CKPT_CALLBACKS := [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "$(CKPT_BUILD)/skills/checkpoints", "save_top_k": 1, "save_last": true}}]
 checkpoints: setup
 	rm -rf $(CKPT_BUILD)
 	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes 200 --num-envs 2 --out $(CKPT_BUILD)/data --seed 0
 	$(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml --data.init_args.data_dir $(CKPT_BUILD)/data \
 		--trainer.default_root_dir $(CKPT_BUILD)/skills --trainer.logger.init_args.save_dir $(CKPT_BUILD)/skills \
-		--trainer.callbacks.init_args.dirpath $(CKPT_BUILD)/skills/checkpoints
+		--trainer.callbacks '$(CKPT_CALLBACKS)'
 	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/skills/checkpoints/last.ckpt', 'checkpoints/skills/spirl_cl.ckpt')"
 	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/skills/spirl_cl.ckpt --episodes 50 --json checkpoints/skills/spirl_cl.eval.json
 

@@ -385,6 +385,25 @@ def test_load_skill_prior_is_frozen_and_has_the_right_shapes(trained: SimpleName
         assert torch.equal(module.prior_dist(states).mu, q.mu)
 
 
+def test_exported_checkpoint_is_smaller_and_loads_the_same(
+    trained: SimpleNamespace, tmp_path: Path
+) -> None:
+    from pourlit.skills.module import export_checkpoint
+
+    out = export_checkpoint(trained.ckpt, tmp_path / "small" / "skill.ckpt")
+    full, small = load_ckpt(trained.ckpt), load_ckpt(out)
+    assert "optimizer_states" in full and "optimizer_states" not in small
+    assert "loops" not in small and small["global_step"] == full["global_step"]
+    assert out.stat().st_size < 0.6 * trained.ckpt.stat().st_size
+    states, z = fixed_inputs()
+    a, b = load_skill_prior(trained.ckpt), load_skill_prior(out)
+    assert torch.equal(a.decode(states, z), b.decode(states, z))
+    assert torch.equal(a.prior_dist(states).mu, b.prior_dist(states).mu)
+    with pytest.raises(ValueError, match="not a Lightning checkpoint"):
+        torch.save({"weights": torch.zeros(2)}, tmp_path / "w.pt")
+        export_checkpoint(tmp_path / "w.pt", tmp_path / "x.ckpt")
+
+
 def test_load_skill_prior_missing_file_names_it(tmp_path: Path) -> None:
     path = tmp_path / "nope" / "skills.ckpt"
     with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
