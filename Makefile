@@ -25,6 +25,7 @@ demo: setup
 	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes 20 --num-envs 2 --out runs/demo/data --seed 0
 	$(VENV)/bin/pourlit inspect runs/demo/data
 	$(VENV)/bin/pourlit render runs/demo/data/rollout_00000.h5 -o runs/demo/episode0.mp4
+	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/skills/spirl_cl.ckpt --episodes 10 --video runs/demo/skill_prior.mp4 --json runs/demo/skill_prior.json
 
 bench: setup
 	$(PY) benchmarks/bench_sim.py

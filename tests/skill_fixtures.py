@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 
 from pourlit.data.rollout import write_episode
 from pourlit.skills.module import SkillPriorModule
@@ -146,3 +147,21 @@ class WorseningValModule(SkillPriorModule):
     def on_validation_epoch_end(self) -> None:
         self.val_mse.update(torch.tensor(float(self.current_epoch + 1)), weight=1e6)
         super().on_validation_epoch_end()
+
+
+class KilledForTest(Exception):
+    """Raised by :class:`KillAtStep` to stop a run the way a crash or kill would."""
+
+
+class KillAtStep(Callback):
+    """Stops training with :class:`KilledForTest` right after the optimizer step that makes
+    ``trainer.global_step == step``, before any ModelCheckpoint can save that step (Lightning
+    runs checkpoint callbacks' hooks after all others), like a kill at that moment. Usable as a
+    ``class_path`` in CLI configs."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise KilledForTest(f"killed at global step {self.step}")

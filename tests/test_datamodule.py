@@ -20,6 +20,7 @@ from pourlit.data import (
     WindowSampler,
     write_episode,
 )
+from pourlit.data.datamodule import ResumableDataLoader
 
 H = 10
 DS, DA = 4, 3
@@ -228,6 +229,115 @@ def test_ranks_together_see_the_single_process_epoch(tmp_path: Path) -> None:
             got[g - 2 * len(ds)] = ds[g]["states"]
     assert sorted(got) == list(range(32))
     torch.testing.assert_close(torch.stack([got[i] for i in range(32)]), full, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- mid-epoch resume
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_state_round_trip_resumes_mid_epoch(
+    tmp_path: Path, num_workers: int, monkeypatch
+) -> None:
+    """3 batches, state_dict, a new loader with load_state_dict: the remaining batches are
+    exactly the uninterrupted epoch's remaining ones, and the skipped windows are not loaded."""
+    write_dataset(tmp_path)
+    kw = dict(windows_per_epoch=48, batch_size=8, num_workers=num_workers)  # 6 batches
+    full = epoch_batches(make_dm(tmp_path, **kw), 2)
+    assert len(full) == 6
+
+    first = make_dm(tmp_path, **kw).train_dataloader()
+    assert isinstance(first, ResumableDataLoader)
+    first.sampler.set_epoch(2)
+    it = iter(first)
+    head = [next(it) for _ in range(3)]
+    assert_batches_equal(head, full[:3])
+    state = first.state_dict()
+    assert state == {"epoch": 2, "batches_delivered": 3}
+
+    loaded: list[int] = []
+    if num_workers == 0:  # with workers the dataset is read in other processes
+        get = WindowDataset.__getitem__
+        monkeypatch.setattr(
+            WindowDataset, "__getitem__", lambda ds, i: loaded.append(i) or get(ds, i)
+        )
+    second = make_dm(tmp_path, **kw).train_dataloader()
+    second.load_state_dict(state)
+    assert second.state_dict() == state  # loaded but not yet used: reported as loaded
+    second.sampler.set_epoch(2)  # Lightning calls set_epoch after load_state_dict
+    assert len(second) == 6  # Lightning counts the skipped batches as done
+    rest = list(second)
+    assert_batches_equal(rest, full[3:])
+    assert second.state_dict() == {"epoch": 2, "batches_delivered": 6}
+    if num_workers == 0:
+        assert sorted(loaded) == list(range(2 * 48 + 3 * 8, 3 * 48))  # skipped: never loaded
+    # the skip applies once: the next iteration is a whole epoch again
+    assert_batches_equal(list(second), full)
+
+
+def test_loader_state_of_another_epoch_is_dropped(tmp_path: Path) -> None:
+    """A checkpoint from the end of epoch 1 resumes at epoch 2's first batch."""
+    write_dataset(tmp_path)
+    dm = make_dm(tmp_path)
+    full = epoch_batches(dm, 2)
+    loader = dm.train_dataloader()
+    assert loader.state_dict() == {"epoch": 0, "batches_delivered": 0}  # nothing delivered yet
+    loader.load_state_dict({"epoch": 1, "batches_delivered": len(loader)})
+    loader.sampler.set_epoch(2)
+    assert_batches_equal(list(loader), full)
+    assert loader.state_dict() == {"epoch": 2, "batches_delivered": len(full)}
+    with pytest.raises(ValueError, match="batches_delivered"):
+        loader.load_state_dict({"epoch": 1})
+    with pytest.raises(ValueError, match=">= 0"):
+        loader.load_state_dict({"epoch": 1, "batches_delivered": -1})
+
+
+def test_sampler_skip_next_skips_this_ranks_share_once() -> None:
+    s = WindowSampler(37, rank=1, world_size=2)
+    s.set_epoch(3)
+    share = list(s)
+    s.skip_next(4)
+    assert list(s) == share[4:] and share[4] == 3 * 37 + 1 + 4 * 2
+    assert list(s) == share and len(s) == len(share)
+    s.skip_next(len(share) + 5)
+    assert list(s) == []
+    with pytest.raises(ValueError):
+        s.skip_next(-1)
+
+
+def test_ranks_resume_their_own_shares_from_rank_zeros_state(tmp_path: Path) -> None:
+    """DDP: a checkpoint holds rank 0's loader state; each rank loads it and continues with the
+    rest of its own share (all ranks have the same number of batches)."""
+    write_dataset(tmp_path)
+    ds = make_dm(tmp_path, windows_per_epoch=64, batch_size=8).train_dataloader().dataset
+
+    def rank_loader(rank: int) -> ResumableDataLoader:
+        sampler = WindowSampler(len(ds), rank=rank, world_size=2)
+        sampler.set_epoch(1)
+        return ResumableDataLoader(ds, sampler=sampler, batch_size=8)
+
+    uninterrupted = {rank: list(rank_loader(rank)) for rank in (0, 1)}
+    assert len(uninterrupted[0]) == len(uninterrupted[1]) == 4
+    interrupted = rank_loader(0)
+    it = iter(interrupted)
+    next(it), next(it)
+    state = interrupted.state_dict()
+    assert state == {"epoch": 1, "batches_delivered": 2}
+    for rank in (0, 1):
+        resumed = rank_loader(rank)
+        resumed.load_state_dict(state)
+        assert_batches_equal(list(resumed), uninterrupted[rank][2:])
+
+
+def test_loaders_leave_the_global_torch_rng_alone(tmp_path: Path) -> None:
+    """Creating loader iterators draws no numbers from torch's global generator (DataLoader's
+    default), so a resumed run's random numbers do not depend on where iteration restarted."""
+    write_dataset(tmp_path)
+    for workers in (0, 2):
+        dm = make_dm(tmp_path, num_workers=workers)
+        before = torch.get_rng_state()
+        for loader in (dm.train_dataloader(), dm.val_dataloader()):
+            next(iter(loader))
+        assert torch.equal(torch.get_rng_state(), before)
 
 
 # ----------------------------------------------------------------------------- seed layout

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from skill_fixtures import (
@@ -33,6 +34,8 @@ from skill_fixtures import (
     STATE_DIM,
     STEPS_PER_EPOCH,
     WINDOWS,
+    KillAtStep,
+    KilledForTest,
     cli_config,
     data_kwargs,
     env_config_dict,
@@ -43,6 +46,7 @@ from skill_fixtures import (
 
 from pourlit.cli import main
 from pourlit.data import RolloutDataModule, read_episode
+from pourlit.data.datamodule import ResumableDataLoader
 from pourlit.skills import SkillPrior, SkillPriorModule, load_skill_prior
 
 VAL_COLUMNS = ("val/recon_mse", "val/kl", "val/prior_nll", "val/loss")
@@ -88,13 +92,16 @@ def fit(
     *,
     ckpt_dir: Path | None = None,
     ckpt_path: Path | str | None = None,
+    checkpoint_every: int | None = None,
     logger=False,
     callbacks=(),
     model: dict | None = None,
     data: dict | None = None,
     **trainer_kw,
 ):
-    """Seeded single-process CPU fit through the Python API; returns (trainer, module, dm)."""
+    """Seeded single-process CPU fit through the Python API; returns (trainer, module, dm).
+    With ``ckpt_dir``: ModelCheckpoint(save_last=True), every ``checkpoint_every`` training steps
+    if given (else at every epoch end)."""
     L.seed_everything(0, verbose=False)
     dm = RolloutDataModule(str(data_dir), **data_kwargs(**(data or {})))
     module = SkillPriorModule(
@@ -105,7 +112,9 @@ def fit(
     )
     cbs = list(callbacks)
     if ckpt_dir is not None:
-        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True))
+        cbs.append(
+            ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=checkpoint_every)
+        )
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -270,6 +279,183 @@ def test_last_ckpt_holds_the_latest_epoch_with_the_repo_config(
     cfg["model"]["class_path"] = "skill_fixtures.WorseningValModule"  # val gets worse at epoch 1
     assert main(["fit", "-c", str(write_config(tmp_path / "cfg.yaml", cfg))]) == 0
     assert load_ckpt(run / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH
+
+
+# ----------------------------------------------------------------------------- 1b. mid-epoch
+
+
+MID_EPOCH_MODEL = {"clip_grad_steps": 6, "clip_grad_norm": 1e-2}
+
+
+class BatchRecorder(Callback):
+    """The states of every training batch, by the global step it was trained at."""
+
+    def __init__(self) -> None:
+        self.states: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.states[trainer.global_step] = batch["states"].clone()
+
+
+def assert_same_training_state(
+    trainer_a: L.Trainer, module_a: SkillPriorModule, trainer_b: L.Trainer, module_b
+) -> None:
+    """Step, epoch, every parameter and buffer, and the RAdam state are bit-identical."""
+    assert trainer_a.global_step == trainer_b.global_step
+    assert trainer_a.current_epoch == trainer_b.current_epoch
+    a, b = module_a.state_dict(), module_b.state_dict()
+    assert a.keys() == b.keys()
+    assert any(k.endswith("running_var") for k in a) and "state_mean" in a
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    sa, sb = trainer_a.optimizers[0].state_dict(), trainer_b.optimizers[0].state_dict()
+    assert sa["param_groups"] == sb["param_groups"]
+    assert sa["state"].keys() == sb["state"].keys() and len(sa["state"]) > 0
+    for idx, state in sa["state"].items():
+        assert state.keys() == sb["state"][idx].keys()
+        for name, value in state.items():
+            other = sb["state"][idx][name]
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), (idx, name)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir: Path) -> SimpleNamespace:
+    """Two epochs in one go, recording every training batch."""
+    rec = BatchRecorder()
+    trainer, module, _ = fit(data_dir, 2, callbacks=[rec], model=MID_EPOCH_MODEL)
+    assert sorted(rec.states) == list(range(2 * STEPS_PER_EPOCH))
+    return SimpleNamespace(trainer=trainer, module=module, batches=rec.states)
+
+
+@pytest.mark.parametrize(
+    ("kill", "saved", "num_workers"),
+    [(7, 6, 0), (4, 3, 0), (7, 6, 2)],
+    ids=["epoch1-workers0", "epoch0-workers0", "epoch1-workers2"],
+)
+def test_resume_mid_epoch_matches_uninterrupted_training(
+    data_dir: Path,
+    tmp_path: Path,
+    uninterrupted: SimpleNamespace,
+    monkeypatch,
+    recwarn,
+    kill: int,
+    saved: int,
+    num_workers: int,
+) -> None:
+    """ModelCheckpoint(every_n_train_steps=3, save_last=True); the run dies right after step
+    ``kill``, before that step's checkpoint, so last.ckpt holds step ``saved``, mid-epoch (4 steps
+    per epoch): step 6 is epoch 1 after 2 of its batches, step 3 is epoch 0 after 3 batches (the
+    resumed run then also crosses an epoch end with validation). A fresh Trainer, model and data
+    module resumed from it train the batches the uninterrupted run trained at the same steps,
+    and end bit-identical to it; Lightning hands the loader its saved position."""
+    data = {"num_workers": num_workers}
+    with pytest.raises(KilledForTest):
+        fit(
+            data_dir,
+            2,
+            ckpt_dir=tmp_path / "ck",
+            checkpoint_every=3,
+            callbacks=[KillAtStep(kill)],
+            model=MID_EPOCH_MODEL,
+            data=data,
+        )
+    last = tmp_path / "ck" / "last.ckpt"
+    saved_ckpt = load_ckpt(last)
+    epoch, delivered = divmod(saved, STEPS_PER_EPOCH)
+    assert 0 < delivered < STEPS_PER_EPOCH  # really mid-epoch
+    assert (saved_ckpt["global_step"], saved_ckpt["epoch"]) == (saved, epoch)
+    position = {"epoch": epoch, "batches_delivered": delivered}
+    assert saved_ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [position]
+
+    loaded: list[dict] = []
+    load = ResumableDataLoader.load_state_dict
+    monkeypatch.setattr(
+        ResumableDataLoader,
+        "load_state_dict",
+        lambda loader, state: loaded.append(dict(state)) or load(loader, state),
+    )
+    rec = BatchRecorder()
+    res_trainer, resumed, _ = fit(
+        data_dir, 2, ckpt_path=last, callbacks=[rec], model=MID_EPOCH_MODEL, data=data
+    )
+    assert loaded == [position]  # Lightning restored the loader's position
+    assert not [w for w in recwarn if "not resumable" in str(w.message)]
+    assert sorted(rec.states) == list(range(saved, 2 * STEPS_PER_EPOCH))
+    for step, states in rec.states.items():
+        assert torch.equal(states, uninterrupted.batches[step]), step
+    assert res_trainer.global_step == 2 * STEPS_PER_EPOCH
+    assert_same_training_state(uninterrupted.trainer, uninterrupted.module, res_trainer, resumed)
+    # not vacuous: training after the checkpoint changed the weights
+    after = resumed.state_dict()
+    assert any(not torch.equal(after[k], v) for k, v in saved_ckpt["state_dict"].items())
+
+
+def test_cli_resume_mid_epoch_with_ckpt_path_last(
+    data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The repo config with its step-checkpoint callback every 3 steps: `pourlit fit -c CFG
+    --ckpt_path last` after a kill at step 7 continues at step 6 and ends bit-identical to an
+    uninterrupted run; last.ckpt stays one file, rewritten at steps 3 and 6 and at epoch ends."""
+    monkeypatch.chdir(tmp_path)
+
+    def config(run: Path, kill: int | None = None) -> Path:
+        cfg = cli_config(data_dir, run, trainer={"max_epochs": 2})
+        callbacks = cfg["trainer"]["callbacks"]
+        (step_cb,) = [cb for cb in callbacks if "every_n_train_steps" in cb["init_args"]]
+        step_cb["init_args"]["every_n_train_steps"] = 3
+        if kill is not None:
+            kill_cb = {"class_path": "skill_fixtures.KillAtStep", "init_args": {"step": kill}}
+            callbacks.append(kill_cb)
+        return write_config(tmp_path / f"{run.name}-{kill}.yaml", cfg)
+
+    full, run = tmp_path / "full", tmp_path / "run"
+    assert main(["fit", "-c", str(config(full))]) == 0
+    with pytest.raises(KilledForTest):
+        main(["fit", "-c", str(config(run, kill=7))])
+    assert [p.name for p in (run / "checkpoints").glob("last*")] == ["last.ckpt"]
+    assert load_ckpt(run / "checkpoints" / "last.ckpt")["global_step"] == 6
+
+    assert main(["fit", "-c", str(config(run)), "--ckpt_path", "last"]) == 0
+    rows = read_metrics(run / "logs" / "version_1" / "metrics.csv")
+    assert sorted({int(r["step"]) for r in rows if r["train/loss"]}) == [6, 7]
+    assert len(val_rows(rows)) == 1
+
+    a, b = (load_ckpt(r / "checkpoints" / "last.ckpt") for r in (full, run))
+    for ckpt in (a, b):  # written at the end of epoch 1 (step 8 is no multiple of 3)
+        assert (ckpt["global_step"], ckpt["epoch"]) == (2 * STEPS_PER_EPOCH, 1)
+        loader_state = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+        assert loader_state == [{"epoch": 1, "batches_delivered": STEPS_PER_EPOCH}]
+    for r in (full, run):
+        assert [p.name for p in (r / "checkpoints").glob("last*")] == ["last.ckpt"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    (opt_a,), (opt_b,) = a["optimizer_states"], b["optimizer_states"]
+    assert opt_a["state"].keys() == opt_b["state"].keys()
+    for idx, state in opt_a["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b["state"][idx][name]))
+
+
+@pytest.mark.parametrize("name", ["spirl_cl", "spirl_ol"])
+def test_repo_configs_checkpoint_last_mid_epoch_and_at_epoch_end(name: str) -> None:
+    """Both skill configs: two unmonitored ModelCheckpoints write the same last.ckpt, one at
+    every epoch end (save_last) and one every 50 training steps (its only file is named last;
+    no save_last, so it never rewrites last.ckpt at train end), with no version counter."""
+    path = Path(__file__).resolve().parents[1] / f"configs/skills/{name}.yaml"
+    callbacks = yaml.safe_load(path.read_text())["trainer"]["callbacks"]
+    ckpts = [cb["init_args"] for cb in callbacks if cb["class_path"].endswith("ModelCheckpoint")]
+    assert len(ckpts) == 3
+    epoch_cb, step_cb, best_cb = ckpts  # the first is trainer.checkpoint_callback
+    assert best_cb["monitor"] == "val/recon_mse"
+    assert len({c["dirpath"] for c in ckpts}) == 1 and name in epoch_cb["dirpath"]
+    assert epoch_cb["save_last"] is True and "monitor" not in epoch_cb
+    assert not {"every_n_train_steps", "every_n_epochs", "filename"} & epoch_cb.keys()
+    assert step_cb["every_n_train_steps"] == 50 and step_cb["filename"] == "last"
+    assert step_cb["save_top_k"] == 1 and not {"save_last", "monitor"} & step_cb.keys()
+    for c in (epoch_cb, step_cb):
+        assert c["enable_version_counter"] is False
+        ModelCheckpoint(**c)  # Lightning accepts the combination
 
 
 # ----------------------------------------------------------------------------- 2. checkpoints

@@ -21,6 +21,14 @@ does not depend on ``num_workers``, on process count or on how often the loader 
 an epoch can be reproduced from its number alone. Validation uses a fixed set of
 ``val_windows`` windows drawn the same way from the validation episodes with seed ``seed + 1000``
 and epoch 0, identical every epoch.
+
+Exact mid-epoch resume: the training loader is a :class:`ResumableDataLoader`, which counts the
+batches it has delivered in the current epoch and implements ``state_dict``/``load_state_dict``.
+Lightning (>= 2.2) stores that state in every checkpoint and hands it back before the first batch
+of a resumed run, and the loader then starts the interrupted epoch right after the last delivered
+batch: its :class:`WindowSampler` begins at an offset, so the skipped windows are never loaded.
+Neither loader draws from torch's global random generator (each has its own ``generator``), so
+resuming does not shift the random numbers the model draws.
 """
 
 from __future__ import annotations
@@ -193,6 +201,11 @@ class WindowSampler(DistributedSampler):
     ``loader.batch_sampler.sampler``) through ``_set_sampler_epoch`` before every training epoch
     (``fit_loop.on_advance_start``) and before validation, with the epoch number.
 
+    Mid-epoch resume: :meth:`skip_next` makes the next iteration (only) start a given number of
+    indices into this process's share; :class:`ResumableDataLoader` uses it so that the batches a
+    checkpointed run already trained on are skipped without being loaded. ``len()`` is always the
+    whole share, which is what Lightning expects (it counts the skipped batches as done).
+
     Args:
         num_windows: windows per epoch (all ranks together).
         rank: this process's rank; default from ``torch.distributed`` if initialised, else 0.
@@ -222,15 +235,25 @@ class WindowSampler(DistributedSampler):
         self.per_epoch = per_epoch
         self.epoch_set = False
         """True once :meth:`set_epoch` has been called (e.g. by Lightning)."""
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose windows the next iteration yields."""
         super().set_epoch(int(epoch))
         self.epoch_set = True
 
+    def skip_next(self, count: int) -> None:
+        """Make the next iteration (only) leave out the first ``count`` indices of this
+        process's share of the epoch; later iterations yield the whole share again."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        self._skip = int(count)
+
     def __iter__(self) -> Iterator[int]:
         base = self.epoch * self.num_windows if self.per_epoch else 0
-        return iter(range(base + self.rank, base + self.num_windows, self.num_replicas))
+        skip, self._skip = self._skip, 0
+        first = base + self.rank + skip * self.num_replicas
+        return iter(range(first, base + self.num_windows, self.num_replicas))
 
     def __len__(self) -> int:
         return len(range(self.rank, self.num_windows, self.num_replicas))
@@ -241,6 +264,106 @@ def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+# ----------------------------------------------------------------------------- loader
+
+
+class ResumableDataLoader(DataLoader):
+    """Training DataLoader over a :class:`WindowSampler` that resumes exactly mid-epoch.
+
+    It counts the batches it has delivered in the current epoch (a batch counts once the loader
+    has handed it over, so worker prefetching does not count) and implements the stateful
+    interface that Lightning looks for (``state_dict``/``load_state_dict``, the
+    ``lightning.fabric.utilities.types._Stateful`` protocol)::
+
+        state_dict() -> {"epoch": e, "batches_delivered": k}
+
+    ``e`` is the sampler's epoch when the current (or latest) iteration began and ``k`` the
+    batches this process has received from it. After :meth:`load_state_dict`, the next iteration,
+    if it is an iteration of epoch ``e`` (the sampler's epoch when its first batch is requested),
+    starts at batch ``k``: the sampler is told to leave out its first ``k * batch_size`` indices
+    (:meth:`WindowSampler.skip_next`), so the skipped windows are neither loaded nor sent to
+    workers. An iteration of another epoch ignores and drops the loaded state (e.g. a checkpoint
+    written at the end of epoch ``e`` resumes at epoch ``e + 1`` from its first batch). ``len()``
+    stays the whole epoch, as Lightning expects: its training loop counts the skipped batches as
+    already done.
+
+    How Lightning 2.6 uses it (``lightning/pytorch/loops/fit_loop.py``): every checkpoint stores
+    ``fit_loop.on_save_checkpoint()``, which adds ``CombinedLoader._state_dicts()``, the
+    ``state_dict()`` of each training loader that is ``_Stateful``, under
+    ``loops/fit_loop/state_dict/combined_loader``. On resume, ``FitLoop.on_load_checkpoint`` keeps
+    that list and ``FitLoop.setup_data`` passes it to ``CombinedLoader._load_state_dicts`` (only
+    when the loop is restarting) right after the training loader was requested and before the
+    first ``iter()``; Lightning then calls ``set_epoch`` and fetches the remaining batches.
+    Caveat (Lightning issue 20550): if ``trainer.estimated_stepping_batches`` is read before the
+    checkpoint is restored (e.g. in ``configure_optimizers``), ``setup_data`` runs early and the
+    state is never loaded, so the interrupted epoch restarts from its first batch.
+
+    Distributed training: each process counts its own batches; a checkpoint holds rank zero's
+    count, which is every rank's count because all ranks get the same number of batches
+    (:class:`RolloutDataModule` rounds the epoch up accordingly) and skip their own shares.
+
+    Args:
+        dataset: the dataset ``sampler`` indexes.
+        sampler: the :class:`WindowSampler` (required: skipping happens there).
+        **kwargs: the other :class:`~torch.utils.data.DataLoader` arguments; ``batch_size``
+            must not be None.
+    """
+
+    def __init__(self, dataset: Dataset, *, sampler: WindowSampler, **kwargs: Any) -> None:
+        if not isinstance(sampler, WindowSampler):
+            raise TypeError(
+                f"ResumableDataLoader needs a WindowSampler, got {type(sampler).__name__}"
+            )
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        if self.batch_size is None:
+            raise ValueError("ResumableDataLoader needs a batch_size")
+        self._epoch = int(sampler.epoch)
+        self._delivered = 0
+        self._to_resume: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches_delivered"}`` of the current iteration; a loaded state that no
+        iteration has used yet is returned as it was loaded."""
+        epoch, delivered = (
+            self._to_resume if self._to_resume is not None else (self._epoch, self._delivered)
+        )
+        return {"epoch": epoch, "batches_delivered": delivered}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the next iteration of epoch ``state_dict["epoch"]`` after
+        ``state_dict["batches_delivered"]`` batches (see the class docstring).
+
+        Raises:
+            ValueError: keys missing or negative values.
+        """
+        missing = {"epoch", "batches_delivered"} - state_dict.keys()
+        if missing:
+            raise ValueError(f"ResumableDataLoader state_dict lacks {sorted(missing)}")
+        epoch, delivered = int(state_dict["epoch"]), int(state_dict["batches_delivered"])
+        if epoch < 0 or delivered < 0:
+            raise ValueError(f"epoch and batches_delivered must be >= 0, got {epoch}, {delivered}")
+        self._to_resume = (epoch, delivered)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return self._counted()
+
+    def _counted(self) -> Iterator[Any]:
+        # A generator: this runs on the first next(), after Lightning's set_epoch.
+        sampler = self.sampler
+        assert isinstance(sampler, WindowSampler) and self.batch_size is not None
+        epoch, skip = int(sampler.epoch), 0
+        if self._to_resume is not None:
+            saved_epoch, delivered = self._to_resume
+            self._to_resume = None
+            if saved_epoch == epoch:
+                skip = min(delivered, len(self))
+        self._epoch, self._delivered = epoch, skip
+        sampler.skip_next(skip * self.batch_size)
+        for batch in super().__iter__():
+            self._delivered += 1
+            yield batch
 
 
 # ----------------------------------------------------------------------------- datamodule
@@ -474,22 +597,30 @@ class RolloutDataModule(L.LightningDataModule):
             [(s, a, p) for _, s, a, p in episodes], self.horizon, num_windows, seed
         )
 
-    def _loader(self, dataset: WindowDataset, sampler: WindowSampler) -> DataLoader:
-        return DataLoader(
+    def _loader(
+        self, dataset: WindowDataset, sampler: WindowSampler, seed: int, train: bool
+    ) -> DataLoader:
+        # A private generator: DataLoader draws each iterator's worker base seed from
+        # ``generator`` (torch's global generator when None), which would shift the model's
+        # random numbers after a mid-epoch resume. The windows themselves use no torch RNG.
+        cls = ResumableDataLoader if train else DataLoader
+        return cls(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            generator=torch.Generator().manual_seed(seed),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
         """Training windows: ``windows_per_epoch`` (rounded up) per epoch, split over ranks.
 
         The sampler's epoch starts at the attached trainer's ``current_epoch`` (0 without one);
         Lightning then calls ``set_epoch`` every epoch. Without a trainer, call
-        ``loader.sampler.set_epoch(e)`` yourself.
+        ``loader.sampler.set_epoch(e)`` yourself. The loader is a :class:`ResumableDataLoader`,
+        so Lightning checkpoints its position and a resumed run continues mid-epoch.
         """
         rank, world = self._rank_world()
         per_rank = math.ceil(self.windows_per_epoch / world)
@@ -499,7 +630,7 @@ class RolloutDataModule(L.LightningDataModule):
         if self.trainer is not None:
             sampler.set_epoch(int(self.trainer.current_epoch))
         self.train_sampler = sampler
-        return self._loader(self._dataset("train", total, self.seed), sampler)
+        return self._loader(self._dataset("train", total, self.seed), sampler, self.seed, True)
 
     def val_dataloader(self) -> DataLoader:
         """Fixed validation windows (the same every epoch), ``val_windows`` split over ranks."""
@@ -507,7 +638,8 @@ class RolloutDataModule(L.LightningDataModule):
         total = math.ceil(self.val_windows / world) * world
         sampler = WindowSampler(total, rank=rank, world_size=world, per_epoch=False)
         self.val_sampler = sampler
-        return self._loader(self._dataset("val", total, self.seed + VAL_SEED_OFFSET), sampler)
+        val_seed = self.seed + VAL_SEED_OFFSET
+        return self._loader(self._dataset("val", total, val_seed), sampler, val_seed, False)
 
     def state_dict(self) -> dict[str, Any]:
         """Normalisation statistics, saved by Lightning in checkpoints.
