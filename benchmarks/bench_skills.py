@@ -36,25 +36,16 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 
 from pourlit.data.datamodule import RolloutDataModule
 from pourlit.data.rollout import list_rollouts
 from pourlit.skills.losses import skill_prior_loss
 from pourlit.skills.module import SkillPriorModule
 
-# configs/skills/spirl_cl.yaml
-MODEL_KW = {
-    "latent_dim": 10,
-    "hidden": 128,
-    "prior_blocks": 3,
-    "decoder_blocks": 3,
-    "variant": "closed_loop",
-    "beta": 5e-4,
-    "prior_loss": "nll",
-    "lr": 1e-3,
-    "clip_grad_steps": 100,
-    "clip_grad_norm": 1e-3,
-}
+# The model settings of the default config (not a copy: read from it).
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "skills" / "spirl_cl.yaml"
+MODEL_KW = yaml.safe_load(CONFIG.read_text())["model"]["init_args"]
 
 
 def make_datamodule(args: argparse.Namespace) -> RolloutDataModule:

@@ -751,6 +751,57 @@ def test_ddp_fit_via_module_entry_point(data_dir: Path, tmp_path: Path) -> None:
     assert "state_mean" in ckpt["state_dict"]
 
 
+@pytest.mark.slow
+def test_ddp_resume_mid_epoch_matches_uninterrupted_training(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """2 CPU processes, 6 steps per rank and epoch, the repo config's step checkpoints every 2
+    steps: killed after step 5, resumed from last.ckpt (step 4, rank 0's loader position, which
+    every rank loads and applies to its own share) to the end of epoch 1, the weights and the
+    RAdam state equal an uninterrupted DDP run's."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PL_")}
+    tests_dir = str(Path(__file__).resolve().parent)  # for skill_fixtures.KillAtStep
+    pythonpath = [tests_dir, *filter(None, [env.get("PYTHONPATH")])]
+    env.update(WANDB_MODE="offline", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(pythonpath))
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+
+    def pourlit_fit(run: Path, kill: int | None = None, *extra: str) -> int:
+        cfg = cli_config(data_dir, run, data={"windows_per_epoch": 192}, trainer={"max_epochs": 2})
+        callbacks = cfg["trainer"]["callbacks"]
+        (step_cb,) = [cb for cb in callbacks if "every_n_train_steps" in cb["init_args"]]
+        step_cb["init_args"]["every_n_train_steps"] = 2
+        if kill is not None:
+            kill_cb = {"class_path": "skill_fixtures.KillAtStep", "init_args": {"step": kill}}
+            callbacks.append(kill_cb)
+        path = write_config(tmp_path / f"{run.name}-{kill}.yaml", cfg)
+        cmd = [sys.executable, "-m", "pourlit.cli", "fit", "-c", str(path), *ddp, *extra]
+        proc = subprocess.run(
+            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+        )
+        if kill is None:
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.returncode
+
+    full, run = tmp_path / "full", tmp_path / "run"
+    pourlit_fit(full)
+    assert pourlit_fit(run, kill=5) != 0
+    saved = load_ckpt(run / "checkpoints" / "last.ckpt")
+    assert (saved["global_step"], saved["epoch"]) == (4, 0)  # 192 / 2 ranks / 16: 6 per epoch
+    position = [{"epoch": 0, "batches_delivered": 4}]
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == position
+    pourlit_fit(run, None, "--ckpt_path", "last")
+    a, b = (load_ckpt(r / "checkpoints" / "last.ckpt") for r in (full, run))
+    assert a["global_step"] == b["global_step"] == 12
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    (opt_a,), (opt_b,) = a["optimizer_states"], b["optimizer_states"]
+    for idx, state in opt_a["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b["state"][idx][name]))
+
+
 # ----------------------------------------------------------------------------- 7. wandb
 
 

@@ -149,12 +149,15 @@ class SkillPriorModule(L.LightningModule):
     # -- Lightning hooks -------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses, _ = self._losses(batch)
-        self.log_dict(
-            {f"train/{k}": v for k, v in losses.items()},
-            prog_bar=False,
-            batch_size=batch["states"].shape[0],
-        )
-        self.log("loss", losses["loss"], prog_bar=True, logger=False)
+        # Lightning writes step metrics every log_every_n_steps; calling self.log on the other
+        # steps only costs time (~10% of a CPU step), so log exactly on the steps it writes.
+        every = getattr(self._trainer, "log_every_n_steps", 1) if self._trainer else 1
+        if (self.global_step + 1) % max(1, every) == 0 or self.global_step == 0:
+            self.log_dict(
+                {f"train/{k}": v.detach() for k, v in losses.items()},
+                prog_bar=False,
+                batch_size=batch["states"].shape[0],
+            )
         return losses["loss"]
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
