@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -886,3 +887,17 @@ def test_evaluate_skill_checkpoint(cli_run: SimpleNamespace, tmp_path: Path, cap
     assert 0.0 <= printed["mean_spilled_fraction"] <= 1.0
     assert 1 <= printed["episode_length"] <= MAX_EPISODE_STEPS
     assert printed["env_steps_per_s"] > 0
+
+
+def test_skipped_bad_files_are_counted_in_the_logs(data_dir: Path, tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed"
+    shutil.copytree(data_dir, mixed)
+    (mixed / "rollout_99999.h5").write_bytes(b"not an hdf5 file")
+    with pytest.warns(UserWarning, match="rollout_99999"):
+        trainer, _, dm = fit(
+            mixed, 1, logger=CSVLogger(tmp_path, name="logs"), data={"skip_bad_files": True}
+        )
+    assert dm.num_skipped == 1
+    rows = read_metrics(Path(trainer.logger.log_dir) / "metrics.csv")
+    logged = [float(r["data/skipped_files"]) for r in rows if r.get("data/skipped_files")]
+    assert logged == [1.0]

@@ -204,8 +204,12 @@ class SkillPriorModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_fit_start(self) -> None:
-        """Adopt the data module's normalisation statistics (saved with the checkpoint)."""
+        """Adopt the data module's normalisation statistics (saved with the checkpoint) and log
+        how many bad rollout files it skipped (``data/skipped_files``)."""
         dm = getattr(self.trainer, "datamodule", None)
+        skipped = getattr(dm, "num_skipped", None)
+        if skipped is not None and self.trainer.logger is not None and self.global_step == 0:
+            self.trainer.logger.log_metrics({"data/skipped_files": float(skipped)}, step=0)
         mean, std = getattr(dm, "state_mean", None), getattr(dm, "state_std", None)
         if mean is not None and std is not None and self.global_step == 0:
             self.state_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
