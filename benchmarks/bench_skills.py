@@ -40,7 +40,6 @@ import yaml
 
 from pourlit.data.datamodule import RolloutDataModule
 from pourlit.data.rollout import list_rollouts
-from pourlit.skills.losses import skill_prior_loss
 from pourlit.skills.module import SkillPriorModule
 
 # The model settings of the default config (not a copy: read from it).
@@ -141,17 +140,7 @@ def bare_run(dm: RolloutDataModule, args: argparse.Namespace, seed: int) -> tupl
         for batch in loader:
             if step == args.warmup:
                 t0 = time.perf_counter()
-            out = model(batch)
-            losses = skill_prior_loss(
-                out["actions"],
-                out["recon"],
-                out["mask"],
-                out["q"],
-                out["q_hat"],
-                out["z"],
-                hp.beta,
-                hp.prior_loss,
-            )
+            losses, _ = model._losses(batch)  # the module's forward + skill_prior_loss
             loss = losses["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
