@@ -152,7 +152,10 @@ class SkillPriorModule(L.LightningModule):
         # Lightning writes step metrics every log_every_n_steps; calling self.log on the other
         # steps only costs time (~10% of a CPU step), so log exactly on the steps it writes.
         every = getattr(self._trainer, "log_every_n_steps", 1) if self._trainer else 1
-        if (self.global_step + 1) % max(1, every) == 0 or self.global_step == 0:
+        if self.global_step == 0 and getattr(self, "_skipped_files", None) is not None:
+            # once per fresh run, written with the first epoch's metrics
+            self.log("data/skipped_files", float(self._skipped_files), on_step=False, on_epoch=True)
+        if (self.global_step + 1) % max(1, every) == 0:
             self.log_dict(
                 {f"train/{k}": v.detach() for k, v in losses.items()},
                 prog_bar=False,
@@ -207,9 +210,7 @@ class SkillPriorModule(L.LightningModule):
         """Adopt the data module's normalisation statistics (saved with the checkpoint) and log
         how many bad rollout files it skipped (``data/skipped_files``)."""
         dm = getattr(self.trainer, "datamodule", None)
-        skipped = getattr(dm, "num_skipped", None)
-        if skipped is not None and self.trainer.logger is not None and self.global_step == 0:
-            self.trainer.logger.log_metrics({"data/skipped_files": float(skipped)}, step=0)
+        self._skipped_files = getattr(dm, "num_skipped", None)
         mean, std = getattr(dm, "state_mean", None), getattr(dm, "state_std", None)
         if mean is not None and std is not None and self.global_step == 0:
             self.state_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
