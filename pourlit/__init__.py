@@ -1,10 +1,23 @@
 """pourlit: learning a robot pouring skill from demonstrations with skill-prior RL (SPiRL)."""
 
+import ctypes.util
 import os
 from importlib.metadata import PackageNotFoundError, version
 
+
+def _headless_gl() -> str:
+    """EGL where libEGL is installed, else OSMesa where libOSMesa is, else EGL (whose error
+    message then says what to install)."""
+    if ctypes.util.find_library("EGL"):
+        return "egl"
+    if ctypes.util.find_library("OSMesa"):
+        return "osmesa"
+    return "egl"
+
+
 # MuJoCo picks its OpenGL platform when first imported: render headless unless told otherwise.
-os.environ.setdefault("MUJOCO_GL", "egl")
+if "MUJOCO_GL" not in os.environ:
+    os.environ["MUJOCO_GL"] = _headless_gl()
 
 try:
     __version__ = version("pourlit")

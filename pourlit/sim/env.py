@@ -217,7 +217,7 @@ class PouringVecEnv:
         self.episode_step += 1
         self.stats["env_steps"] += self.num_envs
 
-        obs, reward, terminated, success, info = self._compute()
+        obs, reward, terminated, info = self._compute()
         truncated = (self.episode_step >= self.cfg.max_episode_steps) & ~terminated.cpu().numpy()
         truncated_t = torch.as_tensor(truncated, device=self.device)
         self.episode_return += reward.cpu().numpy()
@@ -278,9 +278,8 @@ class PouringVecEnv:
         )
         return s, t(unstable)
 
-    def _compute(
-        self,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    def _compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Observation, reward, termination and info of every environment's current state."""
         s, unstable = self._task_state()
         liq = task.liquid_state(s)
         prog = task.progress(s)
@@ -312,7 +311,7 @@ class PouringVecEnv:
             "cup_upright": prog.cup_upright,
             "bottle_dropped": prog.bottle_dropped,
         }
-        return obs, reward, terminated, success, info
+        return obs, reward, terminated, info
 
     # -- access for experts and renderers ----------------------------------------------------
     def mj_data(self, i: int) -> mujoco.MjData:
