@@ -53,17 +53,12 @@ BOTTLE_UPRIGHT_COS = math.cos(math.radians(30))
 
 # -- quaternion helpers ------------------------------------------------------------------------
 def quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        (
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ),
-        -1,
-    )
+    """Hamilton product ``a * b`` of quaternions (..., 4): (w1 w2 - v1.v2, w1 v2 + w2 v1 +
+    v1 x v2)."""
+    aw, av = a[..., :1], a[..., 1:]
+    bw, bv = b[..., :1], b[..., 1:]
+    w = aw * bw - (av * bv).sum(-1, keepdim=True)
+    return torch.cat((w, aw * bv + bw * av + torch.cross(av, bv, dim=-1)), dim=-1)
 
 
 def quat_conj(q: torch.Tensor) -> torch.Tensor:
@@ -120,31 +115,29 @@ class LiquidState:
 def liquid_state(s: TaskState) -> LiquidState:
     """Fractions of spheres inside the bottle, inside the cup, and spilled on the table."""
 
-    # Row vectors: (p - pos) @ R expresses p in the frame whose axes are R's columns.
-    lb = torch.bmm(s.liquid - s.bottle_pos[:, None, :], s.bottle_rot)
-    lc = torch.bmm(s.liquid - s.cup_pos[:, None, :], s.cup_rot)
-    in_bottle = (
-        (lb[..., :2].norm(dim=-1) < BOTTLE_APOTHEM)
-        & (lb[..., 2] > 0)
-        & (lb[..., 2] < BOTTLE_HEIGHT)
-    )
-    in_cup = (
-        (lc[..., :2].norm(dim=-1) < CUP_RADIUS - CUP_WALL)
-        & (lc[..., 2] > 0)
-        & (lc[..., 2] < CUP_HEIGHT)
-    )
-    spilled = ~in_bottle & ~in_cup & (s.liquid[..., 2] < SPILL_HEIGHT)
+    # Both vessels at once (k = 0 bottle, 1 cup). Row vectors: (p - pos) @ R expresses p in
+    # the frame whose axes are R's columns.
+    pos = torch.stack((s.bottle_pos, s.cup_pos), 1)  # (N, 2, 3)
+    rot = torch.stack((s.bottle_rot, s.cup_rot), 1)  # (N, 2, 3, 3)
+    local = (s.liquid[:, None] - pos[:, :, None]) @ rot  # (N, 2, M, 3)
+    radius = local.new_tensor([BOTTLE_APOTHEM, CUP_RADIUS - CUP_WALL])[:, None]
+    height = local.new_tensor([BOTTLE_HEIGHT, CUP_HEIGHT])[:, None]
+    z = local[..., 2]
+    inside = (torch.linalg.vector_norm(local[..., :2], dim=-1) < radius) & (z > 0) & (z < height)
+    spilled = ~inside.any(1) & (s.liquid[..., 2] < SPILL_HEIGHT)
+    fractions = inside.to(local.dtype).mean(-1)  # (N, 2)
     return LiquidState(
-        in_bottle=in_bottle.float().mean(-1),
-        in_cup=in_cup.float().mean(-1),
-        spilled=spilled.float().mean(-1),
+        in_bottle=fractions[:, 0],
+        in_cup=fractions[:, 1],
+        spilled=spilled.to(local.dtype).mean(-1),
     )
 
 
 def observation(s: TaskState, liq: LiquidState) -> torch.Tensor:
     """The observation vector, ``(N, OBS_DIM)`` float32, in the order of ``OBS_NAMES``."""
-    tcp_quat = quat_canonical(s.tcp_quat)
-    rel_quat = quat_canonical(quat_mul(quat_conj(s.tcp_quat), s.bottle_quat))
+    rel_quat = quat_mul(quat_conj(s.tcp_quat), s.bottle_quat)
+    quats = quat_canonical(torch.stack((s.tcp_quat, s.bottle_quat, s.cup_quat, rel_quat), 1))
+    tcp_quat, bottle_quat, cup_quat, rel_quat = quats.unbind(1)
     parts = [
         s.arm_q / ARM_LIMIT,
         (2.0 * s.opening / GRIPPER_STROKE - 1.0)[:, None],
@@ -153,9 +146,9 @@ def observation(s: TaskState, liq: LiquidState) -> torch.Tensor:
         tcp_quat,
         s.cup_rim - s.bottle_mouth,
         s.bottle_pos,
-        quat_canonical(s.bottle_quat),
+        bottle_quat,
         s.cup_pos,
-        quat_canonical(s.cup_quat),
+        cup_quat,
         s.liquid.mean(dim=1),
         s.bottle_grasp - s.tcp_pos,
         rel_quat,
