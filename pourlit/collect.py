@@ -19,7 +19,13 @@ import torch
 from tqdm import tqdm
 
 from pourlit import __version__
-from pourlit.data.rollout import RolloutWriteError, episode_indices, rollout_path, write_episode
+from pourlit.data.rollout import (
+    RolloutWriteError,
+    episode_indices,
+    next_free_index,
+    rollout_path,
+    write_episode,
+)
 from pourlit.expert.pour import ScriptedPourExpert
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 
@@ -118,6 +124,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     _prepare_out_dir(out)
     indices = episode_indices(out, cfg.rank, cfg.world_size)
+    # A fresh folder is seeded by (seed, rank) alone; a run that continues a folder also mixes
+    # in its first file index, so re-running the same command adds new episodes, not copies.
+    first = next_free_index(out, cfg.rank, cfg.world_size)
+    entropy = [cfg.seed, cfg.rank] if first == cfg.rank else [cfg.seed, cfg.rank, first]
     n = cfg.num_envs
     start = time.perf_counter()
     stats = {"attempted": 0, "written": 0, "success": 0, "poured": [], "spilled": [], "steps": 0}
@@ -128,7 +138,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
             from pourlit.sim.render import Renderer
 
             renderer = Renderer(env.model, cfg.image_size, cfg.image_size, cfg.camera)
-        obs = env.reset(seed=[cfg.seed, cfg.rank])
+        obs = env.reset(seed=entropy)
         expert = ScriptedPourExpert(env, seed=cfg.seed, action_noise=cfg.action_noise)
         expert.begin()
         bufs = [_Buffer() for _ in range(n)]

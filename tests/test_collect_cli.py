@@ -227,6 +227,16 @@ def test_seed_makes_collection_reproducible(short_config, tmp_path) -> None:
     assert a.attrs["seed"] == b.attrs["seed"]
 
 
+def test_continuing_a_folder_adds_new_episodes_not_copies(short_config, tmp_path) -> None:
+    out = tmp_path / "grow"
+    for _ in range(2):
+        rc, _, err = collect_short(short_config, out, "--episodes", "1", "--seed", "7")
+        assert rc == 0, err
+    assert rollouts(out) == ["rollout_00000.h5", "rollout_00001.h5"]
+    a, b = (read_episode(out / f"rollout_0000{i}.h5") for i in (0, 1))
+    assert a.attrs["seed"] != b.attrs["seed"]
+
+
 # -- collect: bad input ------------------------------------------------------------------------
 def test_unknown_config_key(tmp_path) -> None:
     cfg = tmp_path / "bad.yaml"
