@@ -1,6 +1,10 @@
-"""RL with the skill prior (SPiRL's hierarchical SAC): its math as plain torch functions."""
+"""RL with the skill prior (SPiRL's hierarchical SAC): its math as plain torch functions, the
+networks, the rollout callback and the HierarchicalSACModule."""
 
+from pourlit.rl.module import HierarchicalSACModule
+from pourlit.rl.policies import TanhGaussianPolicy, TwinCritic
 from pourlit.rl.replay import ReplayBuffer
+from pourlit.rl.rollout import SkillRolloutCallback
 from pourlit.rl.sac import (
     HLTransitionBuilder,
     alpha_loss,
@@ -17,6 +21,10 @@ from pourlit.rl.sac import (
 )
 
 __all__ = [
+    "HierarchicalSACModule",
+    "SkillRolloutCallback",
+    "TanhGaussianPolicy",
+    "TwinCritic",
     "HLTransitionBuilder",
     "ReplayBuffer",
     "alpha_loss",

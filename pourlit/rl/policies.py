@@ -1,0 +1,92 @@
+"""The networks of hierarchical SAC: the tanh-Gaussian HL policy and the twin critics.
+
+Shapes: B = batch, d_s = state size, n_z = skill (HL action) size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pourlit.skills.nets import BlockMLP, DiagGaussian
+
+
+class TanhGaussianPolicy(nn.Module):
+    """pi(u | s) = N(mu(s), sigma(s)^2) over the pre-tanh ``u``; the action is
+    ``action_scale * tanh(u)`` (see ``pourlit.rl.sac.squashed_sample``).
+
+    The network is a ``BlockMLP(state_dim, 2 * act_dim, hidden, blocks)`` on normalised
+    states ``(s - state_mean) / state_std`` (buffers; identity unless set, e.g. by
+    ``from_prior``). Its BatchNorm layers ALWAYS run in eval mode (running statistics fixed,
+    whatever ``train()`` says): for a policy copied from the skill prior they keep the prior's
+    statistics (SPiRL's PI initialisation), for a fresh one they are fixed affine maps; either
+    way acting on a batch of one state works.
+    """
+
+    def __init__(
+        self,
+        state_dim: int,
+        act_dim: int,
+        hidden: int = 256,
+        blocks: int = 3,
+        action_scale: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.state_dim, self.act_dim, self.action_scale = state_dim, act_dim, action_scale
+        self.net = BlockMLP(state_dim, 2 * act_dim, hidden, blocks)
+        self.register_buffer("state_mean", torch.zeros(state_dim))
+        self.register_buffer("state_std", torch.ones(state_dim))
+        self.train()
+
+    @classmethod
+    def from_prior(cls, skill_prior: nn.Module, action_scale: float = 2.0) -> TanhGaussianPolicy:
+        """A policy that starts as an exact copy of the learned prior q_hat(z | s).
+
+        ``skill_prior``: a ``pourlit.skills.SkillPrior`` (``.prior`` BlockMLP, ``.state_mean``,
+        ``.state_std``, ``.state_dim``, ``.latent_dim``). Copies the weights and BatchNorm
+        statistics of q_hat and its state normalisation, so ``policy(s)`` and
+        ``skill_prior.prior_dist(s)`` give the same Gaussian at initialisation.
+        """
+        prior: nn.Sequential = skill_prior.prior
+        hidden = prior[0].out_features
+        blocks = sum(isinstance(m, nn.BatchNorm1d) for m in prior)
+        policy = cls(skill_prior.state_dim, skill_prior.latent_dim, hidden, blocks, action_scale)
+        policy.net.load_state_dict(prior.state_dict())
+        policy.state_mean.copy_(skill_prior.state_mean)
+        policy.state_std.copy_(skill_prior.state_std)
+        return policy
+
+    def train(self, mode: bool = True) -> TanhGaussianPolicy:
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()  # frozen statistics
+        return self
+
+    def forward(self, states: torch.Tensor) -> DiagGaussian:
+        """Raw states (B, d_s) -> pi(u | s), parameters (B, n_z)."""
+        return DiagGaussian.from_params(self.net((states - self.state_mean) / self.state_std))
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q networks ``Q_j(s, a)``: plain MLPs (``layers`` hidden layers of
+    ``hidden`` units, ReLU, no normalisation layers) on ``concat(s, a)``."""
+
+    def __init__(self, state_dim: int, act_dim: int, hidden: int = 256, layers: int = 2) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"TwinCritic: layers must be >= 1, got {layers}")
+
+        def mlp() -> nn.Sequential:
+            mods: list[nn.Module] = [nn.Linear(state_dim + act_dim, hidden), nn.ReLU()]
+            for _ in range(layers - 1):
+                mods += [nn.Linear(hidden, hidden), nn.ReLU()]
+            mods.append(nn.Linear(hidden, 1))
+            return nn.Sequential(*mods)
+
+        self.q1, self.q2 = mlp(), mlp()
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``states`` (B, d_s), ``actions`` (B, n_z) -> (q1 (B,), q2 (B,))."""
+        x = torch.cat([states, actions], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)

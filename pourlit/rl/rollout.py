@@ -1,0 +1,104 @@
+"""The rollout Callback of hierarchical SAC: steps the vectorised env before every update.
+
+Each env runs its own skill clock: a new skill z at the start of every episode and after
+every H executed steps, z = action_scale * tanh(u) with u ~ pi(. | s) (or u ~ q_hat(. | s)
+while the replay buffer holds fewer than ``warmup_transitions`` transitions); the frozen
+decoder turns (s_t, z) into the env action at every step. Completed HL transitions go into
+the module's replay buffer through ``HLTransitionBuilder``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+
+from pourlit.rl.sac import HLTransitionBuilder
+
+if TYPE_CHECKING:
+    from pourlit.rl.module import HierarchicalSACModule
+
+
+class SkillRolloutCallback(L.Callback):
+    """Before each training batch, steps ``pl_module.env`` (all N envs at once) until the module
+    is owed at least one gradient update: ``pl_module.update_credit >= 1`` after learning
+    started (each new HL transition adds ``updates_per_transition`` credit, each update takes
+    1), or at least one new HL transition during warmup.
+
+    Collection state (current observations, skills, clocks, the transition builder) lives here
+    and is NOT checkpointed: on resume the envs are reset (seeded from the module's ``seed``
+    and episode counter) and the skills running at the kill are lost; the module restores the
+    replay buffer and counters. The module adds this callback itself (``configure_callbacks``).
+    """
+
+    def __init__(self, max_env_steps_per_batch: int = 100_000) -> None:
+        self.max_env_steps_per_batch = max_env_steps_per_batch
+        self.builder: HLTransitionBuilder | None = None
+        self.obs: torch.Tensor | None = None  # (N, d_s)
+        self.z: torch.Tensor | None = None  # (N, n_z)
+        self.clock: torch.Tensor | None = None  # (N,) steps executed by the running skill
+
+    def reset(self, module: HierarchicalSACModule) -> None:
+        """Reset the envs and start every env's skill clock afresh."""
+        env = module.env
+        seed = int(module.hparams.seed) * 1_000_003 + module.episodes
+        self.obs = env.reset(seed=seed).to(module.device)
+        n = env.num_envs
+        self.z = torch.zeros(n, module.skills.latent_dim, device=module.device)
+        self.clock = torch.zeros(n, dtype=torch.long, device=module.device)
+        self.builder = HLTransitionBuilder(module.skills.horizon)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        module: HierarchicalSACModule = pl_module  # type: ignore[assignment]
+        if self.obs is None:
+            self.reset(module)
+        warm = module.warming_up
+        added = 0
+        for _ in range(self.max_env_steps_per_batch):
+            if (warm and added > 0) or (not warm and module.update_credit >= 1.0):
+                return
+            new = self.step(module, use_prior=warm)
+            added += new
+            if not warm:
+                module.update_credit += new * float(module.hparams.updates_per_transition)
+            warm = module.warming_up
+        raise RuntimeError(
+            f"SkillRolloutCallback: no HL transition in {self.max_env_steps_per_batch} env steps"
+        )
+
+    @torch.no_grad()
+    def step(self, module: HierarchicalSACModule, use_prior: bool) -> int:
+        """One env step of all N envs; returns the number of HL transitions added."""
+        assert self.obs is not None and self.z is not None and self.clock is not None
+        assert self.builder is not None
+        obs = self.obs
+        decision = self.clock == 0
+        if decision.any():
+            s = obs[decision]
+            dist = module.prior_dist(s) if use_prior else module.policy(s)
+            self.z[decision] = module.hparams.action_scale * torch.tanh(dist.rsample())
+        actions = module.low_level(obs, self.z)
+        next_obs, reward, term, trunc, info = module.env.step(actions)
+        dev = module.device
+        next_obs, reward = next_obs.to(dev), reward.to(dev)
+        term, trunc = term.to(dev), trunc.to(dev)
+        final = info.get("final_obs")
+        out = self.builder.add_step(
+            obs, self.z, decision, reward, term, trunc, None if final is None else final.to(dev)
+        )
+        module.replay.add({k: out[k] for k in module.replay.specs})
+        ended = term | trunc
+        self.clock = torch.where(ended, 0, (self.clock + 1) % module.skills.horizon)
+        module.env_steps += module.env.num_envs
+        if ended.any():
+            ids = ended.nonzero().flatten().cpu()
+            module.record_episodes(
+                info["success"][ids].float(),
+                info["poured_fraction"][ids].float(),
+                info["episode_return"][ids].float(),
+            )
+        self.obs = next_obs
+        return int(out["obs"].shape[0])

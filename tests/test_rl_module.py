@@ -1,0 +1,218 @@
+"""HierarchicalSACModule, its networks, rollout callback and the ``pourlit fit`` RL config
+(spirl.md section 2; pourlit.rl.module, pourlit.rl.policies, pourlit.rl.rollout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from pourlit.cli import main
+from pourlit.rl import HierarchicalSACModule, TanhGaussianPolicy, TwinCritic
+from pourlit.skills.module import SkillPriorModule, load_skill_prior
+
+ROOT = Path(__file__).resolve().parents[1]
+SKILL_CKPT = ROOT / "checkpoints/skills/spirl_cl.ckpt"
+
+
+def _states(skills, n: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return skills.state_mean + skills.state_std * torch.randn(n, skills.state_dim, generator=g)
+
+
+def _small_module(**kw) -> HierarchicalSACModule:
+    args = dict(
+        skill_ckpt=str(SKILL_CKPT),
+        num_envs=2,
+        env={"max_episode_steps": 30},
+        warmup_transitions=8,
+        batch_size=16,
+        eval_episodes=2,
+    )
+    args.update(kw)
+    return HierarchicalSACModule(**args)
+
+
+def _trainer(tmp_path: Path, **kw) -> L.Trainer:
+    args = dict(
+        accelerator="cpu",
+        max_steps=20,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=1000,
+        limit_val_batches=1,
+        default_root_dir=str(tmp_path),
+    )
+    args.update(kw)
+    return L.Trainer(**args)
+
+
+def test_pi_init_copies_prior_and_batchnorm_stays_frozen() -> None:
+    skills = load_skill_prior(SKILL_CKPT)
+    policy = TanhGaussianPolicy.from_prior(skills, action_scale=2.0)
+    policy.train()
+    bns = [m for m in policy.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert bns and all(not m.training for m in bns)
+    stats = [m.running_mean.clone() for m in bns]
+    s = _states(skills)
+    pi, q = policy(s), skills.prior_dist(s)
+    torch.testing.assert_close(pi.mu, q.mu, rtol=0, atol=0)
+    torch.testing.assert_close(pi.log_sigma, q.log_sigma, rtol=0, atol=0)
+    pi.mu.sum().backward()  # training-mode forward/backward leaves the statistics alone
+    for m, before in zip(bns, stats, strict=True):
+        assert torch.equal(m.running_mean, before)
+    assert policy(s[:1]).mu.shape == (1, skills.latent_dim)  # a single state works
+
+
+def test_twin_critic_shapes() -> None:
+    critic = TwinCritic(5, 3, hidden=16, layers=3)
+    q1, q2 = critic(torch.randn(4, 5), torch.randn(4, 3))
+    assert q1.shape == q2.shape == (4,)
+    assert not torch.equal(q1, q2)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
+
+
+def test_ssp_mode_uses_unit_gaussian_and_no_prior_init() -> None:
+    m = _small_module(use_learned_prior=False)
+    s = _states(m.skills, 8)
+    d = m.prior_dist(s)
+    assert torch.equal(d.mu, torch.zeros(8, m.skills.latent_dim))
+    assert torch.equal(d.log_sigma, torch.zeros(8, m.skills.latent_dim))
+    assert not torch.allclose(m.policy(s).mu, m.skills.prior_dist(s).mu)
+    learned = _small_module()
+    torch.testing.assert_close(learned.prior_dist(s).mu, learned.skills.prior_dist(s).mu)
+    torch.testing.assert_close(learned.policy(s).mu, learned.skills.prior_dist(s).mu)
+
+
+def test_mismatched_skill_checkpoint_fails_before_training(tmp_path: Path) -> None:
+    from pourlit.sim.env import EnvConfig
+
+    skill = SkillPriorModule(
+        state_dim=10,
+        action_dim=7,
+        horizon=5,
+        latent_dim=4,
+        hidden=32,
+        prior_blocks=1,
+        decoder_blocks=1,
+        env_config=EnvConfig(max_episode_steps=30).to_dict(),
+    )
+    ckpt = tmp_path / "skill10.ckpt"
+    torch.save(
+        {
+            "state_dict": skill.state_dict(),
+            "hyper_parameters": dict(skill.hparams),
+            "pytorch-lightning_version": L.__version__,
+        },
+        ckpt,
+    )
+    m = HierarchicalSACModule(str(ckpt), warmup_transitions=4, batch_size=4)
+    with pytest.raises(ValueError, match=r"skill10\.ckpt.*10/7.*50/7"):
+        _trainer(tmp_path).fit(m)
+    assert m.env_steps == 0 and len(m.replay) == 0
+
+
+def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = _small_module()
+    log_alpha0 = m.log_alpha.detach().clone()
+    target0 = [p.clone() for p in m.critic_target.parameters()]
+    trainer = _trainer(tmp_path, max_steps=20)
+    trainer.fit(m)
+    assert trainer.global_step == 20 and m.updates == 20  # global_step = HL updates
+    assert len(m.replay) >= 8 + 20 - 1 and m.env_steps > 0
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for k in ("train/policy_loss", "train/critic_loss", "train/alpha_loss", "train/divergence"):
+        assert torch.isfinite(torch.tensor(metrics[k])), k
+    assert metrics["env_steps"] == m.env_steps
+    assert not torch.equal(m.log_alpha.detach(), log_alpha0)
+    moved = [
+        not torch.equal(p, p0) for p, p0 in zip(m.critic_target.parameters(), target0, strict=True)
+    ]
+    assert all(moved)
+    differ = [
+        not torch.equal(p, q)
+        for p, q in zip(m.critic_target.parameters(), m.critic.parameters(), strict=True)
+    ]
+    assert all(differ)
+
+    path = tmp_path / "rl.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt["pourlit_rl"]
+    assert state["replay"]["size"] == len(m.replay)
+    assert state["env_steps"] == m.env_steps and state["episodes"] == m.episodes
+    loaded = HierarchicalSACModule.load_from_checkpoint(path)
+    assert len(loaded.replay) == len(m.replay)
+    torch.testing.assert_close(loaded.replay.data["obs"], m.replay.data["obs"])
+    torch.testing.assert_close(loaded.log_alpha, m.log_alpha)
+
+    # validation: deterministic evaluation rollouts on a held-out seed
+    out = _trainer(tmp_path).validate(m, verbose=False)[0]
+    assert set(out) >= {"val/success_rate", "val/poured_fraction", "val/return"}
+
+
+@pytest.mark.parametrize("config", ["spirl_cl", "ssp"])
+def test_cli_fit_rl_config(tmp_path: Path, config: str) -> None:
+    run = tmp_path / "run"
+    args = [
+        "fit",
+        "-c",
+        str(ROOT / f"configs/rl/{config}.yaml"),
+        "--trainer.max_steps",
+        "10",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.logger.init_args.save_dir",
+        str(run),
+        "--trainer.callbacks.init_args.dirpath",
+        str(run / "checkpoints"),
+        "--model.init_args.skill_ckpt",
+        str(SKILL_CKPT),
+        "--model.init_args.warmup_transitions",
+        "4",
+        "--model.init_args.batch_size",
+        "8",
+        "--model.init_args.env",
+        json.dumps({"max_episode_steps": 20}),
+    ]
+    assert main(args) == 0
+    last = run / "checkpoints/last.ckpt"
+    assert last.is_file()
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 10
+    assert ckpt["pourlit_rl"]["replay"]["size"] >= 4
+    if config != "spirl_cl":
+        return
+    # resume: networks, optimisers, replay buffer and counters continue from last.ckpt
+    assert main([*args[:4], "25", *args[5:], "--ckpt_path", "last"]) == 0
+    resumed = torch.load(last, map_location="cpu", weights_only=False)
+    state, before = resumed["pourlit_rl"], ckpt["pourlit_rl"]
+    assert resumed["global_step"] == 25 and state["updates"] == 25
+    assert state["replay"]["size"] >= before["replay"]["size"] + 15
+    assert state["env_steps"] > before["env_steps"]
+    torch.testing.assert_close(
+        state["replay"]["data"]["obs"][: before["replay"]["size"]], before["replay"]["data"]["obs"]
+    )
+
+
+@pytest.mark.parametrize("ratio", [0.5, 2.0])
+def test_updates_per_transition_is_respected(tmp_path: Path, ratio: float) -> None:
+    m = _small_module(updates_per_transition=ratio, batch_size=4)
+    trainer = _trainer(tmp_path, max_steps=10)
+    trainer.fit(m)
+    assert m.updates == trainer.global_step == 10
+    after_warmup = len(m.replay) - 8  # warmup may overshoot by a step's transitions (<= 2)
+    if ratio < 1:
+        assert after_warmup >= 10 / ratio
+    else:
+        assert 10 / ratio - 2 <= after_warmup <= 10 / ratio + 4
