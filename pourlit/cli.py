@@ -148,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_render)
 
     e = sub.add_parser("evaluate", help="roll out a policy on held-out seeds, print metrics")
-    e.add_argument("--ckpt", help="skill checkpoint (prior rollouts)")
+    e.add_argument(
+        "--ckpt", help="RL checkpoint (deterministic skills) or skill checkpoint (prior rollouts)"
+    )
     e.add_argument("--policy", choices=("auto", "expert"), default="auto")
     e.add_argument("--episodes", type=int, default=50)
     e.add_argument("--num-envs", type=int, default=2)

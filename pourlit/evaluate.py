@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +61,51 @@ class PriorPolicy:
             self.z[new] = q.mu + q.sigma * eps
         self.clock += 1
         return self.skills.decode(obs, self.z).clamp(-1.0, 1.0)
+
+
+class HierarchicalPolicy:
+    """A hierarchical SAC module acting deterministically: every H steps of each env's own skill
+    clock z = action_scale * tanh(mu(s)), then the frozen low level (decoder) at every step.
+    Used by the module's validation and by ``pourlit evaluate`` on RL checkpoints."""
+
+    def __init__(self, module: Any, num_envs: int) -> None:
+        self.module = module
+        self.horizon = module.skills.horizon
+        self.clock = np.zeros(num_envs, dtype=np.int64)
+        self.z = torch.zeros(num_envs, module.skills.latent_dim, device=module.device)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: str | Path, num_envs: int) -> HierarchicalPolicy:
+        import contextvars
+
+        from pourlit.rl.module import HierarchicalSACModule
+
+        load = HierarchicalSACModule.load_from_checkpoint
+        return cls(contextvars.Context().run(load, ckpt, map_location="cpu").eval(), num_envs)
+
+    def begin(self, ids: np.ndarray) -> None:
+        self.clock[ids] = 0
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = obs.to(self.module.device)
+        new = np.flatnonzero(self.clock % self.horizon == 0)
+        if len(new):
+            self.z[new] = self.module.act_deterministic(obs[new])
+        self.clock += 1
+        return self.module.low_level(obs, self.z).cpu()
+
+
+def checkpoint_kind(ckpt: str | Path) -> str:
+    """``rl`` for a hierarchical SAC checkpoint, ``skill`` for a skill-prior one."""
+    p = Path(ckpt)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: checkpoint not found")
+    try:
+        hp = torch.load(p, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
+        raise ValueError(f"{p}: not a pourlit checkpoint ({type(e).__name__})") from e
+    return "rl" if "skill_ckpt" in hp else "skill"
 
 
 class ExpertPolicy:
@@ -146,7 +192,8 @@ def evaluate(
     env_overrides: dict | None = None,
     progress: bool = True,
 ) -> dict:
-    """Evaluate a skill checkpoint (prior rollouts) or the expert; returns the metrics dict."""
+    """Evaluate an RL checkpoint (deterministic skills), a skill checkpoint (prior rollouts) or
+    the expert; returns the metrics dict."""
     if episodes < 1 or num_envs < 1:
         raise ValueError("--episodes and --num-envs must be positive")
     if video is not None:
@@ -154,10 +201,20 @@ def evaluate(
 
         check_video_path(video)
     env_dict: dict = dict(env_overrides or {})
-    if policy == "expert":
+    kind = "expert" if policy == "expert" else None
+    if kind is None:
+        if ckpt is None:
+            raise ValueError("give --ckpt PATH or --policy expert")
+        kind = checkpoint_kind(ckpt)
+    if kind == "expert":
         env = PouringVecEnv(EnvConfig.from_dict({**env_dict, "num_envs": num_envs}))
         pol = ExpertPolicy(env, seed=seed)
         call, begin = pol, pol.begin
+    elif kind == "rl":
+        hl = HierarchicalPolicy.from_checkpoint(ckpt, num_envs)
+        base = hl.module._env_config(num_envs).to_dict()
+        env = PouringVecEnv(EnvConfig.from_dict({**base, **env_dict, "num_envs": num_envs}))
+        call, begin = hl, hl.begin
     else:
         if ckpt is None:
             raise ValueError("give --ckpt PATH or --policy expert")
@@ -176,6 +233,6 @@ def evaluate(
         result = run_episodes(env, call, begin, episodes, seed, video, progress)
     finally:
         env.close()
-    result["policy"] = "expert" if policy == "expert" else "skill_prior"
+    result["policy"] = {"expert": "expert", "rl": "hierarchical_sac"}.get(kind, "skill_prior")
     result["seed"] = seed
     return result

@@ -158,6 +158,20 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
     out = _trainer(tmp_path).validate(m, verbose=False)[0]
     assert set(out) >= {"val/success_rate", "val/poured_fraction", "val/return"}
 
+    # pourlit evaluate recognises the RL checkpoint and rolls out its deterministic skills
+    from pourlit.cli import main as cli_main
+    from pourlit.evaluate import checkpoint_kind
+
+    assert checkpoint_kind(path) == "rl" and checkpoint_kind(SKILL_CKPT) == "skill"
+    report = tmp_path / "eval.json"
+    assert (
+        cli_main(["evaluate", "--ckpt", str(path), "--episodes", "2", "-q", "--json", str(report)])
+        == 0
+    )
+    result = json.loads(report.read_text())
+    assert result["policy"] == "hierarchical_sac" and result["episodes"] == 2
+    assert result["episode_length"] <= 30  # the module's env override (max_episode_steps 30)
+
 
 @pytest.mark.parametrize("config", ["spirl_cl", "ssp"])
 def test_cli_fit_rl_config(tmp_path: Path, config: str) -> None:

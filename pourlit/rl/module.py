@@ -35,7 +35,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
@@ -356,30 +355,16 @@ class HierarchicalSACModule(L.LightningModule):
 
     @torch.no_grad()
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        from pourlit.evaluate import run_episodes
+        from pourlit.evaluate import HierarchicalPolicy, run_episodes
         from pourlit.sim.env import PouringVecEnv
 
         if self._eval_env is None:
             self._eval_env = PouringVecEnv(self._env_config(int(self.hparams.num_envs)))
         env = self._eval_env
-        h = self.skills.horizon
-        clock = np.zeros(env.num_envs, dtype=np.int64)
-        z = torch.zeros(env.num_envs, self.skills.latent_dim, device=self.device)
-
-        def begin(ids: np.ndarray) -> None:
-            clock[ids] = 0
-
-        def act(obs: torch.Tensor) -> torch.Tensor:
-            obs = obs.to(self.device)
-            new = torch.as_tensor(clock % h == 0, device=self.device)
-            if new.any():
-                z[new] = self.act_deterministic(obs[new])
-            clock[:] += 1
-            return self.low_level(obs, z).cpu()
-
+        policy = HierarchicalPolicy(self, env.num_envs)
         res = run_episodes(
-            env, act, begin, int(self.hparams.eval_episodes), int(self.hparams.eval_seed),
-            progress=False,
+            env, policy, policy.begin, int(self.hparams.eval_episodes),
+            int(self.hparams.eval_seed), progress=False,
         )  # fmt: skip
         self.log_dict(
             {
