@@ -242,14 +242,8 @@ def test_resume_matches_uninterrupted_training(data_dir: Path, tmp_path: Path) -
     opt_a, opt_b = full_trainer.optimizers[0], res_trainer.optimizers[0]
     assert isinstance(opt_a, torch.optim.RAdam) and isinstance(opt_b, torch.optim.RAdam)
     sa, sb = opt_a.state_dict(), opt_b.state_dict()
-    assert sa["param_groups"] == sb["param_groups"]
-    assert sa["state"].keys() == sb["state"].keys() and len(sa["state"]) > 0
-    for idx, state in sa["state"].items():
-        assert state.keys() == sb["state"][idx].keys()
-        for name, value in state.items():
-            other = sb["state"][idx][name]
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), (idx, name)
-        assert float(state["step"]) == 2 * STEPS_PER_EPOCH
+    assert_same_optimizer_state(sa, sb)
+    assert all(float(st["step"]) == 2 * STEPS_PER_EPOCH for st in sa["state"].values())
 
 
 def test_cli_resume_with_ckpt_path_last(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -298,6 +292,17 @@ class BatchRecorder(Callback):
         self.states[trainer.global_step] = batch["states"].clone()
 
 
+def assert_same_optimizer_state(sa: dict, sb: dict) -> None:
+    """Two optimizer state dicts hold the same groups and bit-identical per-parameter state."""
+    assert sa["param_groups"] == sb["param_groups"]
+    assert sa["state"].keys() == sb["state"].keys() and len(sa["state"]) > 0
+    for idx, state in sa["state"].items():
+        assert state.keys() == sb["state"][idx].keys()
+        for name, value in state.items():
+            other = sb["state"][idx][name]
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), (idx, name)
+
+
 def assert_same_training_state(
     trainer_a: L.Trainer, module_a: SkillPriorModule, trainer_b: L.Trainer, module_b
 ) -> None:
@@ -310,13 +315,7 @@ def assert_same_training_state(
     for k in a:
         assert torch.equal(a[k], b[k]), k
     sa, sb = trainer_a.optimizers[0].state_dict(), trainer_b.optimizers[0].state_dict()
-    assert sa["param_groups"] == sb["param_groups"]
-    assert sa["state"].keys() == sb["state"].keys() and len(sa["state"]) > 0
-    for idx, state in sa["state"].items():
-        assert state.keys() == sb["state"][idx].keys()
-        for name, value in state.items():
-            other = sb["state"][idx][name]
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), (idx, name)
+    assert_same_optimizer_state(sa, sb)
 
 
 @pytest.fixture(scope="module")
@@ -432,10 +431,7 @@ def test_cli_resume_mid_epoch_with_ckpt_path_last(
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
     (opt_a,), (opt_b,) = a["optimizer_states"], b["optimizer_states"]
-    assert opt_a["state"].keys() == opt_b["state"].keys()
-    for idx, state in opt_a["state"].items():
-        for name, value in state.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b["state"][idx][name]))
+    assert_same_optimizer_state(opt_a, opt_b)
 
 
 @pytest.mark.parametrize("name", ["spirl_cl", "spirl_ol"])
@@ -798,9 +794,7 @@ def test_ddp_resume_mid_epoch_matches_uninterrupted_training(
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
     (opt_a,), (opt_b,) = a["optimizer_states"], b["optimizer_states"]
-    for idx, state in opt_a["state"].items():
-        for name, value in state.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b["state"][idx][name]))
+    assert_same_optimizer_state(opt_a, opt_b)
 
 
 # ----------------------------------------------------------------------------- 7. wandb
