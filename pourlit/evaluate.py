@@ -70,9 +70,9 @@ class HierarchicalPolicy:
 
     def __init__(self, module: Any, num_envs: int) -> None:
         self.module = module
-        self.horizon = module.skills.horizon
+        self.horizon = module.space.horizon
         self.clock = np.zeros(num_envs, dtype=np.int64)
-        self.z = torch.zeros(num_envs, module.skills.latent_dim, device=module.device)
+        self.z = torch.zeros(num_envs, module.space.latent_dim, device=module.device)
 
     @classmethod
     def from_checkpoint(cls, ckpt: str | Path, num_envs: int) -> HierarchicalPolicy:
@@ -96,8 +96,26 @@ class HierarchicalPolicy:
         return self.module.low_level(obs, self.z).cpu()
 
 
+class BCPolicy:
+    """An action-prior (behaviour-cloning) checkpoint acting deterministically: a = tanh(mu(s))."""
+
+    def __init__(self, ckpt: str | Path) -> None:
+        from pourlit.skills.action_prior import load_action_prior
+
+        self.prior = load_action_prior(ckpt)
+        self.skills = self.prior  # state_dim / action_dim / env_config, as PriorPolicy's
+
+    def begin(self, ids: np.ndarray) -> None:
+        pass
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.prior.prior_dist(obs).mu)
+
+
 def checkpoint_kind(ckpt: str | Path) -> str:
-    """``rl`` for a hierarchical SAC checkpoint, ``skill`` for a skill-prior one."""
+    """``rl`` for a (hierarchical) SAC checkpoint, ``skill`` for a skill-prior one,
+    ``action_prior`` for a flat action-prior / BC one."""
     p = Path(ckpt)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: checkpoint not found")
@@ -105,7 +123,13 @@ def checkpoint_kind(ckpt: str | Path) -> str:
         hp = torch.load(p, map_location="cpu", weights_only=False).get("hyper_parameters", {})
     except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
         raise ValueError(f"{p}: not a pourlit checkpoint ({type(e).__name__})") from e
-    return "rl" if "skill_ckpt" in hp else "skill"
+    if "skill_ckpt" in hp:
+        return "rl"
+    if "variant" in hp:
+        return "skill"
+    if "blocks" in hp:
+        return "action_prior"
+    raise ValueError(f"{p}: not a pourlit checkpoint (unknown hyperparameters {sorted(hp)[:6]})")
 
 
 class ExpertPolicy:
@@ -218,13 +242,15 @@ def evaluate(
     else:
         if ckpt is None:
             raise ValueError("give --ckpt PATH or --policy expert")
-        prior = PriorPolicy(ckpt, num_envs, seed=seed)
+        prior: Any = (
+            BCPolicy(ckpt) if kind == "action_prior" else PriorPolicy(ckpt, num_envs, seed=seed)
+        )
         stored = prior.skills.env_config or {}
         env_cfg = EnvConfig.from_dict({**stored, **env_dict, "num_envs": num_envs})
         env = PouringVecEnv(env_cfg)
         if env.obs_dim != prior.skills.state_dim or env.action_dim != prior.skills.action_dim:
             raise ValueError(
-                f"{ckpt}: skill checkpoint expects state/action sizes "
+                f"{ckpt}: checkpoint expects state/action sizes "
                 f"{prior.skills.state_dim}/{prior.skills.action_dim}, the env has "
                 f"{env.obs_dim}/{env.action_dim}"
             )
@@ -233,6 +259,9 @@ def evaluate(
         result = run_episodes(env, call, begin, episodes, seed, video, progress)
     finally:
         env.close()
-    result["policy"] = {"expert": "expert", "rl": "hierarchical_sac"}.get(kind, "skill_prior")
+    names = {"expert": "expert", "rl": "hierarchical_sac", "action_prior": "behaviour_cloning"}
+    if kind == "rl" and hl.module.hparams.skill_ckpt is None:
+        names["rl"] = "flat_sac"
+    result["policy"] = names.get(kind, "skill_prior")
     result["seed"] = seed
     return result

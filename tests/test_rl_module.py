@@ -80,15 +80,15 @@ def test_twin_critic_shapes() -> None:
 
 
 def test_ssp_mode_uses_unit_gaussian_and_no_prior_init() -> None:
-    m = _small_module(use_learned_prior=False)
-    s = _states(m.skills, 8)
+    m = _small_module(prior="unit", prior_init=False)
+    s = _states(m.space, 8)
     d = m.prior_dist(s)
-    assert torch.equal(d.mu, torch.zeros(8, m.skills.latent_dim))
-    assert torch.equal(d.log_sigma, torch.zeros(8, m.skills.latent_dim))
-    assert not torch.allclose(m.policy(s).mu, m.skills.prior_dist(s).mu)
+    assert torch.equal(d.mu, torch.zeros(8, m.space.latent_dim))
+    assert torch.equal(d.log_sigma, torch.zeros(8, m.space.latent_dim))
+    assert not torch.allclose(m.policy(s).mu, m.space.prior_dist(s).mu)
     learned = _small_module()
-    torch.testing.assert_close(learned.prior_dist(s).mu, learned.skills.prior_dist(s).mu)
-    torch.testing.assert_close(learned.policy(s).mu, learned.skills.prior_dist(s).mu)
+    torch.testing.assert_close(learned.prior_dist(s).mu, learned.space.prior_dist(s).mu)
+    torch.testing.assert_close(learned.policy(s).mu, learned.space.prior_dist(s).mu)
 
 
 def test_mismatched_skill_checkpoint_fails_before_training(tmp_path: Path) -> None:
@@ -230,3 +230,70 @@ def test_updates_per_transition_is_respected(tmp_path: Path, ratio: float) -> No
         assert after_warmup >= 10 / ratio
     else:
         assert 10 / ratio - 2 <= after_warmup <= 10 / ratio + 4
+
+
+def test_env_state_dict_continues_bit_for_bit() -> None:
+    from pourlit.sim.env import EnvConfig, PouringVecEnv
+
+    cfg = EnvConfig(num_envs=2, max_episode_steps=6)  # episodes end and auto-reset in the run
+    g = torch.Generator().manual_seed(1)
+    actions = [torch.rand(2, 7, generator=g) * 2 - 1 for _ in range(14)]
+    with PouringVecEnv(cfg) as a, PouringVecEnv(cfg) as b:
+        a.reset(seed=3)
+        for act in actions[:4]:
+            a.step(act)
+        b.load_state_dict(a.state_dict())  # b was never reset
+        for act in actions[4:]:
+            oa, ra, ta, ua, ia = a.step(act)
+            ob, rb, tb, ub, ib = b.step(act)
+            assert torch.equal(oa, ob) and torch.equal(ra, rb)
+            assert torch.equal(ta, tb) and torch.equal(ua, ub)
+            assert torch.equal(ia["episode_seed"], ib["episode_seed"])
+        assert a.stats == b.stats and a.stats["episodes"] >= 2
+    with PouringVecEnv(EnvConfig(num_envs=3)) as c, pytest.raises(ValueError, match="2 environ"):
+        c.load_state_dict(b.state_dict())
+
+
+def _params(m: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["skills", "flat"])
+def test_resume_equals_uninterrupted_training(tmp_path: Path, flat: bool) -> None:
+    """N updates + checkpoint + resume + N updates == 2N uninterrupted updates, bit for bit:
+    networks, optimisers, log_alpha, replay buffer, counters, env and running skills."""
+    kw = dict(env={"max_episode_steps": 25}, warmup_transitions=12, batch_size=8)
+    if flat:  # plain SAC: no checkpoint, env from the defaults
+        kw |= dict(skill_ckpt=None, prior="none", prior_init=False, critic_hidden=32)
+        kw["env"] = {"max_episode_steps": 8}  # one transition per env step: shorter episodes
+
+    def run(max_steps: int, ckpt: Path | None = None) -> tuple[HierarchicalSACModule, L.Trainer]:
+        torch.manual_seed(0)
+        m = _small_module(**kw)
+        t = _trainer(tmp_path, max_steps=max_steps)
+        t.fit(m, ckpt_path=ckpt)
+        return m, t
+
+    full, _ = run(20)
+    half, t_half = run(10)
+    path = tmp_path / "half.ckpt"
+    t_half.save_checkpoint(path)
+    torch.manual_seed(123)  # the checkpoint's RNG state, not this, must drive the resumed run
+    resumed, t_res = run(20, path)
+    assert t_res.global_step == 20 and resumed.updates == full.updates == 20
+    assert resumed.env_steps == full.env_steps and resumed.episodes == full.episodes
+    assert full.episodes >= 1  # episodes ended (and envs auto-reset) during the run
+    a, b = _params(full), _params(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert len(full.replay) == len(resumed.replay)
+    for k in full.replay.specs:
+        assert torch.equal(full.replay.data[k], resumed.replay.data[k]), k
+    env_a, env_b = full._env_state(), resumed._env_state()  # kept when fit closed the envs
+    assert torch.equal(env_a["obs"], env_b["obs"])
+    assert torch.equal(env_a["physics"]["state"], env_b["physics"]["state"])
+    opt_a = full.trainer.optimizers[0].state_dict()["state"]
+    opt_b = resumed.trainer.optimizers[0].state_dict()["state"]
+    for i in opt_a:
+        assert torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"])

@@ -23,8 +23,9 @@ Lightning wiring (../shared/design/architecture.md, "Lightning usage"):
 - Validation = ``eval_episodes`` deterministic rollouts (z = action_scale * tanh(mu)) on a
   separate env seeded with ``eval_seed``.
 - Checkpoints hold the networks, optimisers, log_alpha, the replay buffer, the counters
-  (env_steps, episodes, update credit) and the torch RNG states. The running skills are not
-  saved: a resumed run resets its envs (seeded from ``seed`` and the episode counter).
+  (env_steps, episodes, update credit), the torch RNG states, the training env's full state
+  and (in the rollout callback's state) the running skills: ``--ckpt_path last`` continues
+  exactly where the run stopped (tested: N + resume + N updates == 2N updates).
 """
 
 from __future__ import annotations
@@ -47,13 +48,16 @@ from pourlit.rl.sac import (
     alpha_loss,
     critic_loss,
     critic_target,
+    entropy_alpha_loss,
     policy_loss,
     polyak_update,
     prior_divergence,
     squashed_sample,
 )
-from pourlit.skills.module import load_skill_prior
+from pourlit.rl.spaces import FlatSpace, SkillSpace
 from pourlit.skills.nets import DiagGaussian, unit_gaussian_like
+
+PRIORS = ("learned", "unit", "none")
 
 
 class _Forever(IterableDataset):
@@ -84,46 +88,66 @@ class _Once(IterableDataset):
 
 
 class HierarchicalSACModule(L.LightningModule):
-    """Hierarchical SAC over the skills of a closed-loop skill checkpoint.
+    """SAC in skill space (SPiRL, SSP) or in the raw action space (the flat baselines).
+
+    What the agent acts in (``pourlit.rl.spaces``):
+
+    - ``skill_ckpt`` given: skills z of a closed-loop skill checkpoint, a new z every H steps,
+      decoded by the frozen decoder (SPiRL, SSP);
+    - otherwise flat env actions a = tanh(u), one per step (SAC, BC+SAC, flat prior), with the
+      one-step action prior of ``action_prior_ckpt`` (an ``ActionPriorModule`` checkpoint)
+      when one is given.
 
     Args:
         skill_ckpt: skill checkpoint of ``pourlit fit`` (closed loop): frozen prior + decoder.
+        action_prior_ckpt: flat mode only: the action prior / BC checkpoint.
         num_envs: environments stepped together by the rollout callback (and for evaluation).
         env: ``EnvConfig`` overrides applied on top of the checkpoint's ``env_config``.
-        prior_init: start the HL policy as a copy of q_hat (PI initialisation).
-        use_learned_prior: False = SSP baseline: fixed N(0, I) prior and no prior init.
+        prior: the regulariser. ``learned``: KL to the checkpoint's prior q_hat (SPiRL, flat
+            prior); ``unit``: KL to the fixed N(0, I) (SSP); ``none``: plain SAC's entropy
+            bonus with target entropy ``target_entropy`` (SAC, BC+SAC).
+        prior_init: start the policy as a copy of the checkpoint's prior network (SPiRL's PI
+            initialisation; for the flat action prior this is the BC policy).
         analytic_divergence: analytic KL, else Monte Carlo with 10 samples.
-        target_divergence: delta of the temperature loss.
-        gamma: discount per HL transition.
+        target_divergence: delta of the temperature loss (prior ``learned`` / ``unit``).
+        target_entropy: H_target of plain SAC (None: -latent_dim, i.e. -action_dim flat).
+        gamma: discount per agent transition (per skill for skills).
         tau: Polyak rate of the target critics.
         lr: Adam learning rate of policy, critics and temperature.
         batch_size: replay batch per update.
-        replay_capacity: HL transitions kept.
-        warmup_transitions: HL transitions collected with the prior before any update.
-        updates_per_transition: gradient updates per collected HL transition.
-        action_scale: m, z = m * tanh(u).
+        replay_capacity: agent transitions kept.
+        warmup_transitions: transitions collected before any update, acting with the learned
+            prior if ``prior="learned"``, else with the initial policy.
+        updates_per_transition: gradient updates per collected agent transition.
+        action_scale: m, z = m * tanh(u) (None: 2 for skills, 1 for flat actions; flat must
+            be 1).
         reward_scale: multiplies the rewards in the critic target.
         seed: env reset seed and replay sampling seed.
         eval_episodes: evaluation episodes per validation.
         eval_seed: reset seed of the evaluation env.
         critic_hidden / critic_layers: size of each twin critic MLP.
-        ll_squash: how decoder outputs become env actions: ``clip`` (default: clamp to
-            [-1, 1], as ``pourlit evaluate``'s prior rollouts do) or ``tanh`` (spirl.md). The
-            decoder is trained on raw expert actions, many saturated at +-1, and tanh shrinks
-            those to 0.76: measured 2026-11-25 over the first ~10 warmup episodes of
-            configs/rl/spirl_cl.yaml with the shipped prior, tanh poured 0.06 (success 0.00)
+        ll_squash: skills only: how decoder outputs become env actions: ``clip`` (default:
+            clamp to [-1, 1], as ``pourlit evaluate``'s prior rollouts do) or ``tanh``
+            (spirl.md). The decoder is trained on raw expert actions, many saturated at +-1, and
+            tanh shrinks those to 0.76: measured 2026-11-25 over the first ~10 warmup episodes
+            of configs/rl/spirl_cl.yaml with the shipped prior, tanh poured 0.06 (success 0.00)
             and clip 0.64 (success 0.64).
+        ckpt_hparams: filled in by the module itself: the hyperparameters of the skill / action
+            prior checkpoint, so an RL checkpoint rebuilds its frozen networks (weights from
+            its own state dict) without the original file. Leave it None.
     """
 
     def __init__(
         self,
-        skill_ckpt: str,
+        skill_ckpt: str | None = None,
+        action_prior_ckpt: str | None = None,
         num_envs: int = 2,
         env: dict | None = None,
+        prior: str = "learned",
         prior_init: bool = True,
-        use_learned_prior: bool = True,
         analytic_divergence: bool = True,
         target_divergence: float = 5.0,
+        target_entropy: float | None = None,
         gamma: float = 0.99,
         tau: float = 5e-3,
         lr: float = 3e-4,
@@ -131,7 +155,7 @@ class HierarchicalSACModule(L.LightningModule):
         replay_capacity: int = 100_000,
         warmup_transitions: int = 5000,
         updates_per_transition: float = 1.0,
-        action_scale: float = 2.0,
+        action_scale: float | None = None,
         reward_scale: float = 1.0,
         seed: int = 0,
         eval_episodes: int = 10,
@@ -139,27 +163,43 @@ class HierarchicalSACModule(L.LightningModule):
         critic_hidden: int = 256,
         critic_layers: int = 2,
         ll_squash: str = "clip",
+        ckpt_hparams: dict | None = None,
     ) -> None:
         super().__init__()
-        if ll_squash not in ("tanh", "clip"):
-            raise ValueError(f"ll_squash must be 'tanh' or 'clip', got {ll_squash!r}")
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         if num_envs < 1 or batch_size < 1 or updates_per_transition <= 0:
             raise ValueError("num_envs, batch_size and updates_per_transition must be positive")
+        if skill_ckpt is not None and action_prior_ckpt is not None:
+            raise ValueError("give skill_ckpt (skill space) or action_prior_ckpt (flat), not both")
+        if skill_ckpt is None and action_scale not in (None, 1.0):
+            raise ValueError(
+                f"flat actions are tanh(u) in [-1, 1]: action_scale must be 1, got {action_scale}"
+            )
         self.save_hyperparameters()
         self.automatic_optimization = False
         # In a fresh contextvars context: LightningCLI instantiates this class inside a context
-        # whose "given hyperparameters" the nested SkillPriorModule.save_hyperparameters would
-        # otherwise take as its own.
-        self.skills = contextvars.Context().run(load_skill_prior, skill_ckpt)
-        d_s, n_z = self.skills.state_dim, self.skills.latent_dim
-        if use_learned_prior and prior_init:
-            self.policy = TanhGaussianPolicy.from_prior(self.skills, action_scale)
+        # whose "given hyperparameters" the nested module's save_hyperparameters would otherwise
+        # take as its own.
+        self.space = contextvars.Context().run(self._make_space)
+        sp = self.space
+        if sp.prior is None and (prior == "learned" or prior_init):
+            raise ValueError(
+                f"prior={prior!r}, prior_init={prior_init}: needs a learned prior, but no "
+                "skill_ckpt or action_prior_ckpt is given (plain SAC: prior none, prior_init false)"
+            )
+        d_s, n_z, scale = sp.state_dim, sp.latent_dim, sp.action_scale
+        if prior_init:
+            self.policy = TanhGaussianPolicy.from_prior(sp, scale)
         else:
-            hidden = self.skills.prior[0].out_features
-            blocks = sum(isinstance(m, nn.BatchNorm1d) for m in self.skills.prior)
-            self.policy = TanhGaussianPolicy(d_s, n_z, hidden, blocks, action_scale)
-            self.policy.state_mean.copy_(self.skills.state_mean)
-            self.policy.state_std.copy_(self.skills.state_std)
+            if sp.prior is not None:  # same architecture as the prior, fresh weights
+                hidden = sp.prior[0].out_features
+                blocks = sum(isinstance(m, nn.BatchNorm1d) for m in sp.prior)
+            else:
+                hidden, blocks = critic_hidden, 2
+            self.policy = TanhGaussianPolicy(d_s, n_z, hidden, blocks, scale)
+            self.policy.state_mean.copy_(sp.state_mean)
+            self.policy.state_std.copy_(sp.state_std)
         self.critic = TwinCritic(d_s, n_z, critic_hidden, critic_layers)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.zeros(()))
@@ -173,10 +213,46 @@ class HierarchicalSACModule(L.LightningModule):
         self.update_credit = 0.0
         self.ep_success, self.ep_poured, self.ep_return = MeanMetric(), MeanMetric(), MeanMetric()
         self._ep_seen = 0  # episodes in the metrics above (reset every epoch)
+        self.env_restored = False  # on_load_checkpoint put the training env mid-episode
+        self._env_snapshot: dict[str, Any] | None = None  # env state at teardown
 
     # -- pieces ------------------------------------------------------------------------------
+    def _make_space(self) -> SkillSpace | FlatSpace:
+        """The agent's action space; loads the frozen prior checkpoint (or, when this module
+        comes from an RL checkpoint, rebuilds it from ``ckpt_hparams``)."""
+        from pourlit.skills import (
+            ActionPrior,
+            ActionPriorModule,
+            SkillPrior,
+            SkillPriorModule,
+            load_action_prior,
+            load_skill_prior,
+        )
+
+        hp = self.hparams
+        stored = hp.ckpt_hparams
+        if hp.skill_ckpt is not None:
+            if stored is not None:
+                skills = SkillPrior(SkillPriorModule(**stored))
+            else:
+                skills = load_skill_prior(hp.skill_ckpt)
+                hp.ckpt_hparams = dict(skills.hparams)
+            scale = 2.0 if hp.action_scale is None else float(hp.action_scale)
+            return SkillSpace(skills, scale, hp.ll_squash)
+        if hp.action_prior_ckpt is not None:
+            if stored is not None:
+                ap = ActionPrior(ActionPriorModule(**stored))
+            else:
+                ap = load_action_prior(hp.action_prior_ckpt)
+                hp.ckpt_hparams = dict(ap.hparams)
+            return FlatSpace(ap)
+        from pourlit.sim import task
+        from pourlit.sim.env import EnvConfig
+
+        return FlatSpace(None, task.OBS_DIM, len(task.ACTION_NAMES), EnvConfig().to_dict())
+
     def _make_replay(self, device: torch.device | str) -> ReplayBuffer:
-        d_s, n_z = self.skills.state_dim, self.skills.latent_dim
+        d_s, n_z = self.space.state_dim, self.space.latent_dim
         specs = {"obs": (d_s,), "z": (n_z,), "reward": (), "next_obs": (d_s,)}
         specs |= {"terminated": (), "truncated": ()}
         return ReplayBuffer(int(self.hparams.replay_capacity), specs, device)
@@ -186,33 +262,40 @@ class HierarchicalSACModule(L.LightningModule):
         return len(self.replay) < max(1, int(self.hparams.warmup_transitions))
 
     def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
-        """The divergence target for raw states (B, d_s): q_hat(u | s), or N(0, I) in SSP mode."""
-        if self.hparams.use_learned_prior:
-            return self.skills.prior_dist(states)
-        return unit_gaussian_like(states.new_zeros(states.shape[0], self.skills.latent_dim))
+        """The divergence target for raw states (B, d_s): the learned prior, or N(0, I) for
+        ``prior="unit"``."""
+        if self.hparams.prior == "learned":
+            return self.space.prior_dist(states)
+        return unit_gaussian_like(states.new_zeros(states.shape[0], self.space.latent_dim))
+
+    def behaviour_dist(self, states: torch.Tensor, warmup: bool) -> DiagGaussian:
+        """The distribution over pre-tanh agent actions the rollout samples from: during warmup
+        the learned prior where there is one (``prior="learned"``), else the policy."""
+        if warmup and self.hparams.prior == "learned":
+            return self.space.prior_dist(states)
+        return self.policy(states)
 
     def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Env actions (N, d_a) in [-1, 1] from the frozen decoder for states (N, d_s), z (N, n_z)."""
-        a = self.skills.decode(states, z)
-        a = torch.tanh(a) if self.hparams.ll_squash == "tanh" else a
-        return a.clamp(-1.0, 1.0)
+        """Env actions (N, d_a) in [-1, 1] for states (N, d_s) and agent actions z (N, n_z)."""
+        return self.space.low_level(states, z)
 
     def _env_config(self, num_envs: int) -> Any:
         from pourlit.sim.env import EnvConfig
 
-        stored = dict(self.skills.env_config or {})
+        stored = dict(self.space.env_config or {})
         return EnvConfig.from_dict({**stored, **(self.hparams.env or {}), "num_envs": num_envs})
 
     def _build_env(self) -> Any:
         from pourlit.sim.env import PouringVecEnv
 
         env = PouringVecEnv(self._env_config(int(self.hparams.num_envs)))
-        if env.obs_dim != self.skills.state_dim or env.action_dim != self.skills.action_dim:
+        sp = self.space
+        if env.obs_dim != sp.state_dim or env.action_dim != sp.env_action_dim:
             env.close()
+            src = self.hparams.skill_ckpt or self.hparams.action_prior_ckpt
             raise ValueError(
-                f"{self.hparams.skill_ckpt}: skill checkpoint has state/action sizes "
-                f"{self.skills.state_dim}/{self.skills.action_dim}, the env has "
-                f"{env.obs_dim}/{env.action_dim}; train the skill prior on this env's data"
+                f"{src}: checkpoint has state/action sizes {sp.state_dim}/{sp.env_action_dim}, "
+                f"the env has {env.obs_dim}/{env.action_dim}; train it on this env's data"
             )
         return env
 
@@ -233,6 +316,10 @@ class HierarchicalSACModule(L.LightningModule):
             self.env = self._build_env()
 
     def teardown(self, stage: str) -> None:
+        """Close the envs; the training env's state is kept for a checkpoint saved after
+        ``fit`` returns (``trainer.save_checkpoint``), so that one resumes exactly too."""
+        if self.env is not None and self.env._obs is not None:
+            self._env_snapshot = self.env.state_dict()
         for name in ("env", "_eval_env"):
             env = getattr(self, name)
             if env is not None:
@@ -249,7 +336,9 @@ class HierarchicalSACModule(L.LightningModule):
         return [SkillRolloutCallback()]
 
     def train_dataloader(self) -> DataLoader:
-        return _UpdateLoader(_Forever(), batch_size=None)
+        # Its own generator: a DataLoader iterator draws a base seed from the global torch RNG
+        # when created, which would shift a resumed run's skill sampling by one draw.
+        return _UpdateLoader(_Forever(), batch_size=None, generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Once(), batch_size=None)
@@ -272,38 +361,59 @@ class HierarchicalSACModule(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in out.items()}, on_step=True, batch_size=1)
         return None
 
-    def update(self) -> dict[str, torch.Tensor]:
-        """One hierarchical SAC update in spirl.md's order: alpha step, policy loss, critic
-        target (no grad), critic losses, policy step, critic steps, Polyak. Returns detached
-        scalars: losses, alpha, divergence, q."""
+    def regulariser(
+        self, dist: DiagGaussian, log_prob: torch.Tensor, states: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-state (B,) term that alpha weighs: D(s) = KL(pi || prior) for ``prior`` learned /
+        unit, or log pi(a | s) of the sampled action for ``prior="none"`` (plain SAC)."""
         hp = self.hparams
+        if hp.prior == "none":
+            return log_prob
+        return prior_divergence(dist, self.prior_dist(states), hp.analytic_divergence)
+
+    def temperature_loss(self, reg: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        if hp.prior == "none":
+            target = (
+                -float(self.space.latent_dim) if hp.target_entropy is None else hp.target_entropy
+            )
+            return entropy_alpha_loss(self.log_alpha, reg, target)
+        return alpha_loss(self.log_alpha, reg, hp.target_divergence)
+
+    def update(self) -> dict[str, torch.Tensor]:
+        """One SAC update in spirl.md's order: alpha step, policy loss, critic target (no
+        grad), critic losses, policy step, critic steps, Polyak. With ``prior="none"`` the
+        regulariser is log pi (plain SAC, entropy temperature loss), else the divergence to
+        the prior. Returns detached scalars: losses, alpha, divergence (or entropy), q."""
+        hp = self.hparams
+        scale = self.space.action_scale
         opt_pi, opt_q, opt_alpha = self.optimizers()
         b = self.replay.sample(int(hp.batch_size), self._gen)
         s, z, r = b["obs"], b["z"], b["reward"]  # (B, d_s), (B, n_z), (B,)
         s2, term = b["next_obs"], b["terminated"]
 
         pi = self.policy(s)
-        z_pi, _, _ = squashed_sample(pi, hp.action_scale)
-        div = prior_divergence(pi, self.prior_dist(s), hp.analytic_divergence)  # (B,)
+        z_pi, _, logp = squashed_sample(pi, scale)
+        reg = self.regulariser(pi, logp, s)  # (B,)
 
         # 1. temperature step
-        l_alpha = alpha_loss(self.log_alpha, div, hp.target_divergence)
+        l_alpha = self.temperature_loss(reg)
         opt_alpha.zero_grad()
         self.manual_backward(l_alpha)
         opt_alpha.optimizer.step()  # not counted in global_step (see module docstring)
         alpha = self.log_alpha.detach().exp()
 
-        # 2. policy loss
+        # 2. policy loss (-min Q + alpha * D, or plain SAC's alpha * log pi - min Q)
         q1_pi, q2_pi = self.critic(s, z_pi)
-        l_pi = policy_loss(q1_pi, q2_pi, div, alpha)
+        l_pi = policy_loss(q1_pi, q2_pi, reg, alpha)
 
         # 3. critic target
         with torch.no_grad():
             pi2 = self.policy(s2)
-            z2, _, _ = squashed_sample(pi2, hp.action_scale)
-            div2 = prior_divergence(pi2, self.prior_dist(s2), hp.analytic_divergence)
+            z2, _, logp2 = squashed_sample(pi2, scale)
+            reg2 = self.regulariser(pi2, logp2, s2)
             tq1, tq2 = self.critic_target(s2, z2)
-            y = critic_target(r, term, tq1, tq2, div2, alpha, hp.gamma, hp.reward_scale)
+            y = critic_target(r, term, tq1, tq2, reg2, alpha, hp.gamma, hp.reward_scale)
 
         # 4. critic losses
         q1, q2 = self.critic(s, z)
@@ -318,14 +428,18 @@ class HierarchicalSACModule(L.LightningModule):
         opt_q.optimizer.step()
         polyak_update(self.critic_target, self.critic, hp.tau)
         self.updates += 1
-        return {
+        out = {
             "policy_loss": l_pi.detach(),
             "critic_loss": l_q.detach(),
             "alpha_loss": l_alpha.detach(),
             "alpha": alpha,
-            "divergence": div.detach().mean(),
             "q": q1.detach().mean(),
         }
+        if hp.prior == "none":
+            out["entropy"] = -reg.detach().mean()
+        else:
+            out["divergence"] = reg.detach().mean()
+        return out
 
     def _log_collection(self) -> None:
         self.log("env_steps", float(self.env_steps), prog_bar=True, on_step=True, batch_size=1)
@@ -350,8 +464,8 @@ class HierarchicalSACModule(L.LightningModule):
 
     # -- evaluation ---------------------------------------------------------------------------
     def act_deterministic(self, states: torch.Tensor) -> torch.Tensor:
-        """Evaluation skills z = action_scale * tanh(mu(s)), (N, n_z) for states (N, d_s)."""
-        return self.hparams.action_scale * torch.tanh(self.policy(states).mu)
+        """Evaluation actions z = action_scale * tanh(mu(s)), (N, n_z) for states (N, d_s)."""
+        return self.space.action_scale * torch.tanh(self.policy(states).mu)
 
     @torch.no_grad()
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -378,7 +492,8 @@ class HierarchicalSACModule(L.LightningModule):
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Adds the replay buffer, counters and RNG states (key ``pourlit_rl``)."""
+        """Adds the replay buffer, counters, RNG states and the training env's state (key
+        ``pourlit_rl``); the rollout callback saves its running skills itself."""
         checkpoint["pourlit_rl"] = {
             "replay": self.replay.state_dict(),
             "env_steps": self.env_steps,
@@ -387,11 +502,17 @@ class HierarchicalSACModule(L.LightningModule):
             "update_credit": self.update_credit,
             "replay_generator": self._gen.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "env": self._env_state(),
         }
 
+    def _env_state(self) -> dict[str, Any] | None:
+        if self.env is not None and self.env._obs is not None:
+            return self.env.state_dict()
+        return self._env_snapshot  # after teardown (None before any training)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restores what ``on_save_checkpoint`` added. The HLTransitionBuilder and running skills
-        are not restored: the rollout callback resets the envs on the first batch."""
+        """Restores what ``on_save_checkpoint`` added. In ``fit`` the env already exists (built
+        in ``setup``, which Lightning runs before restoring), so it continues mid-episode."""
         state = checkpoint.get("pourlit_rl")
         if state is None:
             return
@@ -400,3 +521,6 @@ class HierarchicalSACModule(L.LightningModule):
         self.updates, self.update_credit = int(state["updates"]), float(state["update_credit"])
         self._gen.set_state(state["replay_generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.env is not None and state.get("env") is not None:
+            self.env.load_state_dict(state["env"])
+            self.env_restored = True

@@ -27,9 +27,10 @@ class SkillRolloutCallback(L.Callback):
     1), or at least one new HL transition during warmup.
 
     Collection state (current observations, skills, clocks, the transition builder) lives here
-    and is NOT checkpointed: on resume the envs are reset (seeded from the module's ``seed``
-    and episode counter) and the skills running at the kill are lost; the module restores the
-    replay buffer and counters. The module adds this callback itself (``configure_callbacks``).
+    and is checkpointed through Lightning's callback state (``state_dict``); the module saves
+    the env's own state, so a resumed run continues the very episodes and skills it was in.
+    Without saved state (a fresh run) the envs are reset, seeded from the module's ``seed`` and
+    episode counter. The module adds this callback itself (``configure_callbacks``).
     """
 
     def __init__(self, max_env_steps_per_batch: int = 100_000) -> None:
@@ -38,6 +39,38 @@ class SkillRolloutCallback(L.Callback):
         self.obs: torch.Tensor | None = None  # (N, d_s)
         self.z: torch.Tensor | None = None  # (N, n_z)
         self.clock: torch.Tensor | None = None  # (N,) steps executed by the running skill
+        self._restored = False  # load_state_dict ran; tensors still on the CPU
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.obs is None or self.builder is None:
+            return {}
+        return {
+            "obs": self.obs.cpu(),
+            "z": self.z.cpu(),
+            "clock": self.clock.cpu(),
+            "horizon": self.builder.horizon,
+            "builder": {
+                k: None if v is None else v.cpu() for k, v in self.builder.state_dict().items()
+            },
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        self.obs, self.z, self.clock = state_dict["obs"], state_dict["z"], state_dict["clock"]
+        self.builder = HLTransitionBuilder(int(state_dict["horizon"]))
+        self.builder.load_state_dict(state_dict["builder"])
+        self._restored = True
+
+    def _to_device(self, device: torch.device) -> None:
+        """Restored tensors were saved from the CPU; move them next to the module."""
+        assert self.obs is not None and self.z is not None and self.clock is not None
+        self.obs, self.z, self.clock = self.obs.to(device), self.z.to(device), self.clock.to(device)
+        if self.builder is not None:
+            st = self.builder.state_dict()
+            self.builder.load_state_dict(
+                {k: None if v is None else v.to(device) for k, v in st.items()}
+            )
 
     def reset(self, module: HierarchicalSACModule) -> None:
         """Reset the envs and start every env's skill clock afresh."""
@@ -45,9 +78,9 @@ class SkillRolloutCallback(L.Callback):
         seed = int(module.hparams.seed) * 1_000_003 + module.episodes
         self.obs = env.reset(seed=seed).to(module.device)
         n = env.num_envs
-        self.z = torch.zeros(n, module.skills.latent_dim, device=module.device)
+        self.z = torch.zeros(n, module.space.latent_dim, device=module.device)
         self.clock = torch.zeros(n, dtype=torch.long, device=module.device)
-        self.builder = HLTransitionBuilder(module.skills.horizon)
+        self.builder = HLTransitionBuilder(module.space.horizon)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -55,6 +88,13 @@ class SkillRolloutCallback(L.Callback):
         module: HierarchicalSACModule = pl_module  # type: ignore[assignment]
         if self.obs is None:
             self.reset(module)
+        elif self._restored:
+            if not module.env_restored:
+                raise RuntimeError(
+                    "SkillRolloutCallback: the checkpoint holds running skills but no env state"
+                )
+            self._to_device(module.device)
+            self._restored = False
         warm = module.warming_up
         added = 0
         for _ in range(self.max_env_steps_per_batch):
@@ -78,8 +118,8 @@ class SkillRolloutCallback(L.Callback):
         decision = self.clock == 0
         if decision.any():
             s = obs[decision]
-            dist = module.prior_dist(s) if use_prior else module.policy(s)
-            self.z[decision] = module.hparams.action_scale * torch.tanh(dist.rsample())
+            dist = module.behaviour_dist(s, warmup=use_prior)
+            self.z[decision] = module.space.action_scale * torch.tanh(dist.rsample())
         actions = module.low_level(obs, self.z)
         next_obs, reward, term, trunc, info = module.env.step(actions)
         dev = module.device
@@ -91,7 +131,7 @@ class SkillRolloutCallback(L.Callback):
         )
         module.replay.add({k: out[k] for k in module.replay.specs})
         ended = term | trunc
-        self.clock = torch.where(ended, 0, (self.clock + 1) % module.skills.horizon)
+        self.clock = torch.where(ended, 0, (self.clock + 1) % module.space.horizon)
         module.env_steps += module.env.num_envs
         if ended.any():
             ids = ended.nonzero().flatten().cpu()

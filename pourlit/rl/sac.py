@@ -199,8 +199,7 @@ class HLTransitionBuilder:
     which arrives as ``obs`` of the next ``add_step`` (so it is emitted one call later); a
     skill cut by the end of its episode ends at that step's ``final_obs`` with that step's
     terminated / truncated flags. Skills still running are kept across calls, so keep one
-    builder for the whole run (pending skills are not checkpointed: they are meaningless
-    once the envs are reset).
+    builder for the whole run; ``state_dict`` saves them (with the env's state) for a resume.
     """
 
     def __init__(self, horizon: int) -> None:
@@ -274,6 +273,19 @@ class HLTransitionBuilder:
         )
         self._active &= ~ended
         return {k: torch.cat([by_clock[k], by_end[k]]) for k in HL_KEYS}
+
+    _STATE = ("_obs", "_z", "_ret", "_len", "_active")
+
+    def state_dict(self) -> dict[str, torch.Tensor | None]:
+        """The running skills (for an exact resume together with the env's state)."""
+        return {
+            k: None if getattr(self, k) is None else getattr(self, k).clone() for k in self._STATE
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | None]) -> None:
+        for k in self._STATE:
+            v = state[k]
+            setattr(self, k, None if v is None else v.clone())
 
     def close_completed(self, next_obs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Emit the skills that have run all H steps, ending at ``next_obs`` (N, d_s), the

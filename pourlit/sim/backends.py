@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import mujoco
 import mujoco.rollout
 import numpy as np
+import torch
 
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
@@ -79,6 +80,32 @@ class MujocoCPUBackend:
             self.ctrl[i] = ctrl[k]
             self._read_state(i)
             self.diverged[i] = False
+        self._kin = None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything the next ``step`` depends on: full physics state and held controls (as
+        tensors, so checkpoints load with ``torch.load(weights_only=True)``)."""
+        return {
+            "state": torch.from_numpy(self.state.copy()),
+            "ctrl": torch.from_numpy(self.ctrl.copy()),
+            "diverged": torch.from_numpy(self.diverged.copy()),
+        }
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        """Restore ``state_dict()``; the next ``step`` then equals the saved run's bit for bit."""
+        state = sd["state"].numpy().astype(np.float64)
+        if state.shape != self.state.shape:
+            raise ValueError(
+                f"physics state has shape {state.shape}, this backend {self.state.shape} "
+                "(different scene or number of envs)"
+            )
+        self.state[:] = state
+        self.ctrl[:] = sd["ctrl"].numpy()
+        self.diverged = sd["diverged"].numpy().astype(bool)
+        for i, d in enumerate(self.datas):
+            mujoco.mj_setState(self.model, d, self.state[i], _FULL)
+            d.ctrl[:] = self.ctrl[i]
+            mujoco.mj_kinematics(self.model, d)
         self._kin = None
 
     def contacts(self, i: int) -> int:

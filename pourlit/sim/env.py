@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -312,6 +313,48 @@ class PouringVecEnv:
             "bottle_dropped": prog.bottle_dropped,
         }
         return obs, reward, terminated, info
+
+    # -- state (exact resume of a training run) ---------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The whole vectorised env mid-episode: physics, control targets, episode counters,
+        the per-env seed generators and the current observations, as tensors and plain Python
+        values (``torch.load(weights_only=True)`` reads them). ``load_state_dict`` on an env
+        built from the same config continues exactly as this one would."""
+        if self._obs is None:
+            raise RuntimeError("call reset() before state_dict()")
+        return {
+            "num_envs": self.num_envs,
+            "physics": self.backend.state_dict(),
+            "arm_target": torch.from_numpy(self.arm_target.copy()),
+            "grip_target": torch.from_numpy(self.grip_target.copy()),
+            "episode_step": torch.from_numpy(self.episode_step.copy()),
+            "episode_seed": torch.from_numpy(self.episode_seed.copy()),
+            "episode_return": torch.from_numpy(self.episode_return.copy()),
+            "prev_in_cup": self._prev_in_cup.cpu().clone(),
+            "rngs": [r.bit_generator.state for r in self._rngs],
+            "stats": dict(self.stats),
+            "obs": self._obs.cpu().clone(),
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if int(sd["num_envs"]) != self.num_envs:
+            raise ValueError(
+                f"env state is for {sd['num_envs']} environments, this env has {self.num_envs}"
+            )
+        self.backend.load_state_dict(sd["physics"])
+        self.arm_target = sd["arm_target"].numpy().astype(np.float64)
+        self.grip_target = sd["grip_target"].numpy().astype(np.float64)
+        self.episode_step = sd["episode_step"].numpy().astype(np.int64)
+        self.episode_seed = sd["episode_seed"].numpy().astype(np.int64)
+        self.episode_return = sd["episode_return"].numpy().astype(np.float64)
+        self._prev_in_cup = sd["prev_in_cup"].to(self.device).clone()
+        self._rngs = []
+        for st in sd["rngs"]:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = st
+            self._rngs.append(rng)
+        self.stats = dict(sd["stats"])
+        self._obs = sd["obs"].to(self.device).clone()
 
     # -- access for experts and renderers ----------------------------------------------------
     def mj_data(self, i: int) -> mujoco.MjData:

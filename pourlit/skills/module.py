@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from pourlit.skills.action_prior import adopt_data_stats
 from pourlit.skills.losses import skill_prior_loss
 from pourlit.skills.nets import (
     BlockMLP,
@@ -209,14 +210,7 @@ class SkillPriorModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """Adopt the data module's normalisation statistics (saved with the checkpoint) and log
         how many bad rollout files it skipped (``data/skipped_files``)."""
-        dm = getattr(self.trainer, "datamodule", None)
-        self._skipped_files = getattr(dm, "num_skipped", None)
-        mean, std = getattr(dm, "state_mean", None), getattr(dm, "state_std", None)
-        if mean is not None and std is not None and self.global_step == 0:
-            self.state_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-            self.state_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-6))
-            self.hparams.state_mean = self.state_mean.tolist()
-            self.hparams.state_std = self.state_std.tolist()
+        adopt_data_stats(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save RNG states (z sampling) so a resumed run continues bit-for-bit."""
@@ -241,6 +235,7 @@ class SkillPrior(nn.Module):
         hp = module.hparams
         self.state_dim, self.action_dim = int(hp.state_dim), int(hp.action_dim)
         self.env_config: dict | None = hp.get("env_config")
+        self.hparams = dict(hp)  # rebuilds this prior: SkillPrior(SkillPriorModule(**hparams))
         self.horizon, self.latent_dim = int(hp.horizon), int(hp.latent_dim)
         self.prior = module.prior
         self.decoder = module.decoder
