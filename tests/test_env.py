@@ -296,3 +296,24 @@ def test_sparse_reward_is_poured_gain() -> None:
             assert r.tolist() == [0.0]  # nothing poured, nothing gained
     finally:
         env.close()
+
+
+def test_shaped_reward_is_the_per_step_gain_of_the_dense_potential() -> None:
+    dense, shaped = make_env(num_envs=2, reward="dense"), make_env(num_envs=2, reward="shaped")
+    try:
+        dense.reset(seed=4)
+        shaped.reset(seed=4)
+        g = torch.Generator().manual_seed(0)
+        prev = None
+        for _ in range(6):
+            a = torch.rand(2, 7, generator=g) * 2 - 1
+            _, rd, *_ = dense.step(a)
+            _, rs, *_ = shaped.step(a)
+            if prev is not None:  # r_shaped(t) = phi(s_t) - phi(s_t-1), phi = dense reward
+                torch.testing.assert_close(rs, rd - prev, atol=1e-6, rtol=0)
+            prev = rd
+    finally:
+        dense.close()
+        shaped.close()
+    with pytest.raises(ValueError, match="'dense', 'shaped' or 'sparse'"):
+        make_env(num_envs=1, reward="staged")

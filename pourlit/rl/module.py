@@ -132,6 +132,9 @@ class HierarchicalSACModule(L.LightningModule):
             tanh shrinks those to 0.76: measured 2026-11-25 over the first ~10 warmup episodes
             of configs/rl/spirl_cl.yaml with the shipped prior, tanh poured 0.06 (success 0.00)
             and clip 0.64 (success 0.64).
+        max_env_steps: stop training once this many env steps (all envs, warmup included) were
+            collected: the budget that compares methods acting at different rates (None: only
+            ``trainer.max_steps``, which counts gradient updates, bounds the run).
         ckpt_hparams: filled in by the module itself: the hyperparameters of the skill / action
             prior checkpoint, so an RL checkpoint rebuilds its frozen networks (weights from
             its own state dict) without the original file. Leave it None.
@@ -163,6 +166,7 @@ class HierarchicalSACModule(L.LightningModule):
         critic_hidden: int = 256,
         critic_layers: int = 2,
         ll_squash: str = "clip",
+        max_env_steps: int | None = None,
         ckpt_hparams: dict | None = None,
     ) -> None:
         super().__init__()
@@ -354,6 +358,9 @@ class HierarchicalSACModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor] | None:
         """One HL update (or none during warmup); the env was stepped by the rollout callback."""
         self._log_collection()
+        budget = self.hparams.max_env_steps
+        if budget is not None and self.env_steps >= budget:
+            self.trainer.should_stop = True  # Lightning ends fit after this batch
         if self.warming_up or self.update_credit < 1.0:
             return None
         self.update_credit -= 1.0

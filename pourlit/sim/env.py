@@ -65,7 +65,9 @@ class EnvConfig:
     max_episode_steps: int = 500
     arm_step: float = 0.04  # rad of joint-target change per control step at |action| = 1
     gripper_step: float = 0.01  # m of jaw-target change per control step at |action| = 1
-    reward: str = "dense"  # "dense" (staged) or "sparse" (poured-fraction gain)
+    # "dense" (staged), "shaped" (per-step gain of the dense staged potential) or "sparse"
+    # (poured-fraction gain); see pourlit.sim.task
+    reward: str = "dense"
     success_threshold: float = 0.8  # poured fraction needed for success
     max_joint_speed: float = 100.0  # |qvel| above this (rad/s or m/s) counts as unstable
 
@@ -74,8 +76,8 @@ class EnvConfig:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
         if self.control_substeps < 1 or self.max_episode_steps < 1:
             raise ValueError("control_substeps and max_episode_steps must be >= 1")
-        if self.reward not in ("dense", "sparse"):
-            raise ValueError(f"reward must be 'dense' or 'sparse', got {self.reward!r}")
+        if self.reward not in ("dense", "shaped", "sparse"):
+            raise ValueError(f"reward must be 'dense', 'shaped' or 'sparse', got {self.reward!r}")
         if not 0.0 < self.success_threshold <= 1.0:
             raise ValueError(f"success_threshold must be in (0, 1], got {self.success_threshold}")
 
@@ -135,6 +137,7 @@ class PouringVecEnv:
         self.episode_return = np.zeros(n)
         self._rngs: list[np.random.Generator] = [np.random.default_rng(i) for i in range(n)]
         self._prev_in_cup = torch.zeros(n, device=self.device)
+        self._prev_potential = torch.zeros(n, device=self.device)  # "shaped" reward
         self.stats = {"episodes": 0, "successes": 0, "unstable": 0, "env_steps": 0}
         self._obs: torch.Tensor | None = None
 
@@ -189,6 +192,7 @@ class PouringVecEnv:
         self.episode_seed[ids] = seeds
         self.episode_return[ids] = 0.0
         self._prev_in_cup[torch.as_tensor(ids, device=self.device)] = 0.0
+        self._prev_potential[torch.as_tensor(ids, device=self.device)] = 0.0
 
     # -- step --------------------------------------------------------------------------------
     def step(
@@ -287,6 +291,10 @@ class PouringVecEnv:
         obs = task.observation(s, liq)
         if self.cfg.reward == "dense":
             reward, _ = task.dense_reward(s, liq, prog)
+        elif self.cfg.reward == "shaped":
+            potential, _ = task.dense_reward(s, liq, prog)
+            reward = potential - self._prev_potential
+            self._prev_potential = potential.clone()
         else:
             reward = task.sparse_reward(liq, self._prev_in_cup)
         self._prev_in_cup = liq.in_cup.clone()
@@ -331,6 +339,7 @@ class PouringVecEnv:
             "episode_seed": torch.from_numpy(self.episode_seed.copy()),
             "episode_return": torch.from_numpy(self.episode_return.copy()),
             "prev_in_cup": self._prev_in_cup.cpu().clone(),
+            "prev_potential": self._prev_potential.cpu().clone(),
             "rngs": [r.bit_generator.state for r in self._rngs],
             "stats": dict(self.stats),
             "obs": self._obs.cpu().clone(),
@@ -348,6 +357,7 @@ class PouringVecEnv:
         self.episode_seed = sd["episode_seed"].numpy().astype(np.int64)
         self.episode_return = sd["episode_return"].numpy().astype(np.float64)
         self._prev_in_cup = sd["prev_in_cup"].to(self.device).clone()
+        self._prev_potential = sd["prev_potential"].to(self.device).clone()
         self._rngs = []
         for st in sd["rngs"]:
             rng = np.random.default_rng()
