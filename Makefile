@@ -21,11 +21,31 @@ test: setup
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"
 
+# The whole pipeline at demo scale, from the default configs with smaller budgets (flags below):
+# expert demonstrations -> closed-loop skill prior -> SPiRL -> evaluation -> runs/<date>/report.md
+# (metrics table, learning_curve.png, policy.mp4). About 15 minutes on a 2-core CPU (BENCHMARKS.md).
+DEMO ?= runs/$(shell date +%Y-%m-%d)
+DEMO_EPISODES ?= 100
+DEMO_SKILL_EPOCHS ?= 25
+DEMO_ENV_STEPS ?= 50000
+DEMO_WARMUP ?= 1000
+DEMO_EVAL ?= 20
+DEMO_SKILL_CB := [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "$(DEMO)/skills/checkpoints", "save_top_k": 1, "save_last": true}}]
 demo: setup
-	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes 20 --num-envs 2 --out runs/demo/data --seed 0
-	$(VENV)/bin/pourlit inspect runs/demo/data
-	$(VENV)/bin/pourlit render runs/demo/data/rollout_00000.h5 -o runs/demo/episode0.mp4
-	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/skills/spirl_cl.ckpt --episodes 10 --video runs/demo/skill_prior.mp4 --json runs/demo/skill_prior.json
+	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes $(DEMO_EPISODES) --num-envs 2 --out $(DEMO)/data --seed 0
+	$(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml --data.init_args.data_dir $(DEMO)/data \
+		--trainer.max_epochs $(DEMO_SKILL_EPOCHS) --trainer.default_root_dir $(DEMO)/skills \
+		--trainer.logger.init_args.save_dir $(DEMO)/skills --trainer.callbacks '$(DEMO_SKILL_CB)'
+	$(VENV)/bin/pourlit fit -c configs/rl/spirl_cl.yaml --model.init_args.skill_ckpt $(DEMO)/skills/checkpoints/last.ckpt \
+		--model.init_args.max_env_steps $(DEMO_ENV_STEPS) --model.init_args.warmup_transitions $(DEMO_WARMUP) \
+		--trainer.limit_train_batches 1000 --trainer.default_root_dir $(DEMO)/rl \
+		--trainer.logger.init_args.save_dir $(DEMO)/rl --trainer.callbacks.init_args.dirpath $(DEMO)/rl/checkpoints
+	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --video $(DEMO)/policy.mp4 --json $(DEMO)/eval_spirl.json
+	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/skills/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --json $(DEMO)/eval_prior.json
+	$(VENV)/bin/pourlit evaluate --policy expert --episodes $(DEMO_EVAL) --json $(DEMO)/eval_expert.json
+	$(VENV)/bin/pourlit report --run $(DEMO)/rl --eval SPiRL=$(DEMO)/eval_spirl.json \
+		--eval "skill prior (sampled skills)"=$(DEMO)/eval_prior.json --eval expert=$(DEMO)/eval_expert.json \
+		--video $(DEMO)/policy.mp4 --collect-summary $(DEMO)/data/summary.json -o $(DEMO)/report.md
 
 bench: setup
 	$(PY) benchmarks/bench_sim.py

@@ -94,6 +94,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pourlit.report import write_report
+
+    evals = {}
+    for item in args.eval or []:
+        label, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--eval {item!r}: expected LABEL=PATH.json")
+        evals[label] = path
+    out = write_report(args.output, args.run, evals, args.video, args.collect_summary)
+    print(f"wrote {out} and {out.parent / 'learning_curve.png'}")
+    return 0
+
+
 def _cmd_scene(args: argparse.Namespace) -> int:
     from pourlit.sim.scene import LiquidConfig, build_spec
 
@@ -159,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the metrics to this file")
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
+
+    rp = sub.add_parser("report", help="learning-curve PNG and markdown report of an RL run")
+    rp.add_argument("--run", required=True, help="RL run folder (its CSV logs) or metrics.csv")
+    rp.add_argument("--eval", action="append", help="LABEL=eval.json (pourlit evaluate --json)")
+    rp.add_argument("--video", help="policy video to link")
+    rp.add_argument("--collect-summary", help="summary.json of pourlit collect")
+    rp.add_argument("-o", "--output", required=True, help="report path (.md)")
+    rp.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("scene", help="write the full scene (liquid included) as MJCF")
     s.add_argument("-o", "--output", required=True)

@@ -492,6 +492,7 @@ class HierarchicalSACModule(L.LightningModule):
                 "val/success_rate": res["success_rate"],
                 "val/poured_fraction": res["mean_poured_fraction"],
                 "val/return": res["mean_return"],
+                "val/env_steps": float(self.env_steps),  # x axis of the learning curves
             },
             prog_bar=True,
             batch_size=1,
