@@ -41,9 +41,11 @@ demo: setup
 		--trainer.limit_train_batches 1000 --trainer.default_root_dir $(DEMO)/rl \
 		--trainer.logger.init_args.save_dir $(DEMO)/rl --trainer.callbacks.init_args.dirpath $(DEMO)/rl/checkpoints
 	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --video $(DEMO)/policy.mp4 --json $(DEMO)/eval_spirl.json
+	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --stochastic --json $(DEMO)/eval_spirl_stochastic.json
 	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/skills/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --json $(DEMO)/eval_prior.json
 	$(VENV)/bin/pourlit evaluate --policy expert --episodes $(DEMO_EVAL) --json $(DEMO)/eval_expert.json
 	$(VENV)/bin/pourlit report --run $(DEMO)/rl --eval SPiRL=$(DEMO)/eval_spirl.json \
+		--eval "SPiRL (sampled skills)"=$(DEMO)/eval_spirl_stochastic.json \
 		--eval "skill prior (sampled skills)"=$(DEMO)/eval_prior.json --eval expert=$(DEMO)/eval_expert.json \
 		--video $(DEMO)/policy.mp4 --collect-summary $(DEMO)/data/summary.json -o $(DEMO)/report.md
 

@@ -64,24 +64,30 @@ class PriorPolicy:
 
 
 class HierarchicalPolicy:
-    """A hierarchical SAC module acting deterministically: every H steps of each env's own skill
-    clock z = action_scale * tanh(mu(s)), then the frozen low level (decoder) at every step.
-    Used by the module's validation and by ``pourlit evaluate`` on RL checkpoints."""
+    """A (hierarchical) SAC module acting: every H steps of each env's own skill clock
+    z = action_scale * tanh(mu(s)) (deterministic, the default) or tanh of a sample of pi(.|s)
+    (``stochastic``), then the frozen low level (decoder) at every step. Used by the module's
+    validation and by ``pourlit evaluate`` on RL checkpoints."""
 
-    def __init__(self, module: Any, num_envs: int) -> None:
+    def __init__(self, module: Any, num_envs: int, stochastic: bool = False, seed: int = 0) -> None:
         self.module = module
+        self.stochastic = stochastic
+        self.gen = torch.Generator(device=module.device).manual_seed(seed)
         self.horizon = module.space.horizon
         self.clock = np.zeros(num_envs, dtype=np.int64)
         self.z = torch.zeros(num_envs, module.space.latent_dim, device=module.device)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: str | Path, num_envs: int) -> HierarchicalPolicy:
+    def from_checkpoint(
+        cls, ckpt: str | Path, num_envs: int, stochastic: bool = False, seed: int = 0
+    ) -> HierarchicalPolicy:
         import contextvars
 
         from pourlit.rl.module import HierarchicalSACModule
 
         load = HierarchicalSACModule.load_from_checkpoint
-        return cls(contextvars.Context().run(load, ckpt, map_location="cpu").eval(), num_envs)
+        module = contextvars.Context().run(load, ckpt, map_location="cpu").eval()
+        return cls(module, num_envs, stochastic, seed)
 
     def begin(self, ids: np.ndarray) -> None:
         self.clock[ids] = 0
@@ -91,7 +97,12 @@ class HierarchicalPolicy:
         obs = obs.to(self.module.device)
         new = np.flatnonzero(self.clock % self.horizon == 0)
         if len(new):
-            self.z[new] = self.module.act_deterministic(obs[new])
+            if self.stochastic:
+                pi = self.module.policy(obs[new])
+                u = pi.mu + pi.sigma * torch.randn(pi.mu.shape, generator=self.gen)
+                self.z[new] = self.module.space.action_scale * torch.tanh(u)
+            else:
+                self.z[new] = self.module.act_deterministic(obs[new])
         self.clock += 1
         return self.module.low_level(obs, self.z).cpu()
 
@@ -215,6 +226,7 @@ def evaluate(
     video: str | Path | None = None,
     env_overrides: dict | None = None,
     progress: bool = True,
+    stochastic: bool = False,
 ) -> dict:
     """Evaluate an RL checkpoint (deterministic skills), a skill checkpoint (prior rollouts) or
     the expert; returns the metrics dict."""
@@ -235,7 +247,7 @@ def evaluate(
         pol = ExpertPolicy(env, seed=seed)
         call, begin = pol, pol.begin
     elif kind == "rl":
-        hl = HierarchicalPolicy.from_checkpoint(ckpt, num_envs)
+        hl = HierarchicalPolicy.from_checkpoint(ckpt, num_envs, stochastic, seed)
         base = hl.module._env_config(num_envs).to_dict()
         env = PouringVecEnv(EnvConfig.from_dict({**base, **env_dict, "num_envs": num_envs}))
         call, begin = hl, hl.begin
@@ -263,5 +275,8 @@ def evaluate(
     if kind == "rl" and hl.module.hparams.skill_ckpt is None:
         names["rl"] = "flat_sac"
     result["policy"] = names.get(kind, "skill_prior")
+    if kind == "rl":
+        result["policy"] += " (stochastic)" if stochastic else " (deterministic)"
     result["seed"] = seed
+    result["reward"] = env.cfg.reward  # the return above is in this env's reward
     return result

@@ -117,14 +117,14 @@ def write_report(
     png = plot_curves({"SPiRL": run}, out.parent / "learning_curve.png", "pourlit RL run")
     cols = (
         "success_rate", "mean_poured_fraction", "mean_spilled_fraction", "mean_return",
-        "episode_length", "episodes", "seed",
+        "episode_length", "episodes", "seed", "reward",
     )  # fmt: skip
     lines = [
         "# pourlit report",
         "",
         f"Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from `{run}`.",
         "",
-        "## Evaluation (held-out seeds; RL policies act deterministically)",
+        "## Evaluation (held-out seeds)",
         "",
         "| policy | " + " | ".join(cols) + " |",
         "|---" * (len(cols) + 1) + "|",

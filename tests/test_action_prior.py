@@ -144,4 +144,5 @@ def test_cli_fit_flat_rl_config(tmp_path: Path, fitted: Path, config: str) -> No
         if config != "sac":
             moved.rename(fitted)
     result = json.loads(report.read_text())
-    assert result["policy"] == "flat_sac" and result["episodes"] == 2
+    assert result["policy"] == "flat_sac (deterministic)" and result["episodes"] == 2
+    assert result["reward"] == "shaped"

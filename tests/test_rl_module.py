@@ -169,8 +169,13 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
         == 0
     )
     result = json.loads(report.read_text())
-    assert result["policy"] == "hierarchical_sac" and result["episodes"] == 2
+    assert result["policy"] == "hierarchical_sac (deterministic)" and result["episodes"] == 2
     assert result["episode_length"] <= 30  # the module's env override (max_episode_steps 30)
+    cmd = ["evaluate", "--ckpt", str(path), "--episodes", "2", "-q", "--stochastic"]
+    assert cli_main([*cmd, "--json", str(report)]) == 0
+    sampled = json.loads(report.read_text())
+    assert sampled["policy"] == "hierarchical_sac (stochastic)"
+    assert sampled["mean_return"] != result["mean_return"]  # other skills, other episodes
 
 
 @pytest.mark.parametrize("config", ["spirl_cl", "ssp"])
