@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -133,6 +134,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     stats = {"attempted": 0, "written": 0, "success": 0, "poured": [], "spilled": [], "steps": 0}
     env = PouringVecEnv(env_cfg)
     renderer = None
+    # Files are written by one background thread, off the simulation's hot path (at 1000+
+    # envs on a GPU many episodes end per step); its errors surface at the next step.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pourlit-writer")
+    pending: list[Future] = []
     try:
         if cfg.images:
             from pourlit.sim.render import Renderer
@@ -152,16 +157,21 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
         while active.any():
             # Executed == recorded: the env steps the float32 actions that are stored.
             actions = expert.act().astype(np.float32)
+            obs_host = obs.cpu().numpy()  # one device-to-host copy per step for all envs
             for i in np.flatnonzero(active):
-                bufs[i].states.append(obs[i].numpy().copy())
+                bufs[i].states.append(obs_host[i].copy())
                 bufs[i].actions.append(actions[i].copy())
                 if renderer is not None:
                     bufs[i].images.append(renderer.frame(env.mj_data(i)))
             obs, reward, terminated, truncated, info = env.step(torch.as_tensor(actions))
             stats["steps"] += int(active.sum())
+            reward_host = reward.cpu().numpy()
             for i in np.flatnonzero(active):
-                bufs[i].rewards.append(float(reward[i]))
-            ended = np.flatnonzero((terminated | truncated).numpy() & active)
+                bufs[i].rewards.append(float(reward_host[i]))
+            ended = np.flatnonzero((terminated | truncated).cpu().numpy() & active)
+            for f in [f for f in pending if f.done()]:
+                f.result()  # re-raises a failed write here, in the main thread
+                pending.remove(f)
             for i in ended:
                 ok = bool(info["success"][i])
                 stats["attempted"] += 1
@@ -175,7 +185,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                     trunc = np.zeros(t, np.uint8)
                     term[-1], trunc[-1] = bool(terminated[i]), bool(truncated[i])
                     path = rollout_path(out, next(indices))
-                    write_episode(
+                    pending.append(writer.submit(
+                        write_episode,
                         path,
                         states=np.stack(b.states),
                         actions=np.stack(b.actions),
@@ -198,7 +209,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                             "world_size": cfg.world_size,
                             "image_camera": cfg.camera if cfg.images else "",
                         },
-                    )
+                    ))  # fmt: skip
                     stats["written"] += 1
                 bufs[i] = _Buffer()
                 bar.update(1)
@@ -214,8 +225,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                     active[i] = False
             if len(ended):
                 expert.begin(ended)
+        for f in pending:
+            f.result()
         bar.close()
     finally:
+        writer.shutdown(wait=True)  # files already queued are completed, even on an error
         if renderer is not None:
             renderer.close()
         env.close()

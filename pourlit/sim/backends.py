@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import mujoco
 import mujoco.rollout
@@ -20,15 +21,16 @@ _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 @dataclass
 class Kinematics:
-    """Arrays a task reads after a step, all float64 numpy, leading dim N (environments)."""
+    """Tensors a task reads after a step, leading dim N (environments), on the backend's device
+    (float64 on the CPU backend, float32 on MuJoCo Warp)."""
 
-    qpos: np.ndarray  # (N, nq)
-    qvel: np.ndarray  # (N, nv)
-    xpos: np.ndarray  # (N, nbody, 3) body positions, world frame
-    xquat: np.ndarray  # (N, nbody, 4) body orientations, wxyz
-    xmat: np.ndarray  # (N, nbody, 3, 3) body rotation matrices (columns: body axes in world)
-    site_xpos: np.ndarray  # (N, nsite, 3)
-    time: np.ndarray  # (N,) simulated seconds since reset
+    qpos: torch.Tensor  # (N, nq)
+    qvel: torch.Tensor  # (N, nv)
+    xpos: torch.Tensor  # (N, nbody, 3) body positions, world frame
+    xquat: torch.Tensor  # (N, nbody, 4) body orientations, wxyz
+    xmat: torch.Tensor  # (N, nbody, 3, 3) body rotation matrices (columns: body axes in world)
+    site_xpos: torch.Tensor  # (N, nsite, 3)
+    time: torch.Tensor  # (N,) simulated seconds since reset
 
 
 class MujocoCPUBackend:
@@ -56,7 +58,7 @@ class MujocoCPUBackend:
         self.ctrl = np.zeros((num_envs, model.nu))
         self._out: np.ndarray | None = None
         self._kin: Kinematics | None = None
-        self.diverged = np.zeros(num_envs, dtype=bool)  # per env, set by the last step()
+        self.diverged = torch.zeros(num_envs, dtype=torch.bool)  # per env, set by the last step()
         self._ctrl_seq = np.empty((num_envs, 0, model.nu))
         # An explicit (zero) solver warm start per control step: otherwise each thread's
         # scratch data would carry the warm start of whichever simulation it ran before,
@@ -79,7 +81,7 @@ class MujocoCPUBackend:
             mujoco.mj_forward(self.model, d)
             self.ctrl[i] = ctrl[k]
             self._read_state(i)
-            self.diverged[i] = False
+            self.diverged[int(i)] = False
         self._kin = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -88,7 +90,7 @@ class MujocoCPUBackend:
         return {
             "state": torch.from_numpy(self.state.copy()),
             "ctrl": torch.from_numpy(self.ctrl.copy()),
-            "diverged": torch.from_numpy(self.diverged.copy()),
+            "diverged": self.diverged.clone(),
         }
 
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
@@ -101,21 +103,25 @@ class MujocoCPUBackend:
             )
         self.state[:] = state
         self.ctrl[:] = sd["ctrl"].numpy()
-        self.diverged = sd["diverged"].numpy().astype(bool)
+        self.diverged = sd["diverged"].clone().bool()
         for i, d in enumerate(self.datas):
             mujoco.mj_setState(self.model, d, self.state[i], _FULL)
             d.ctrl[:] = self.ctrl[i]
             mujoco.mj_kinematics(self.model, d)
         self._kin = None
 
+    def mj_data(self, i: int) -> mujoco.MjData:
+        """Environment ``i``'s own ``MjData`` (kinematics up to date)."""
+        return self.datas[i]
+
     def contacts(self, i: int) -> int:
         """Number of active contacts in environment ``i`` (after the last forward pass)."""
         return int(self.datas[i].ncon)
 
     # -- stepping ----------------------------------------------------------------------------
-    def step(self, ctrl: np.ndarray, nsub: int) -> None:
+    def step(self, ctrl: torch.Tensor, nsub: int) -> None:
         """Hold ``ctrl`` (N, nu) for ``nsub`` physics steps in every environment."""
-        self.ctrl[:] = ctrl
+        self.ctrl[:] = ctrl.numpy()
         if self._out is None or self._out.shape[1] != nsub:
             self._out = np.empty((self.num_envs, nsub, self.nstate))
             self._ctrl_seq = np.empty((self.num_envs, nsub, self.model.nu))
@@ -135,7 +141,8 @@ class MujocoCPUBackend:
         # MuJoCo resets a diverged simulation (bad qacc) to the model's default pose and stops
         # advancing its clock: time that did not advance by nsub steps marks divergence.
         expected = t0 + (nsub - 0.5) * self.model.opt.timestep
-        self.diverged = (self.state[:, 0] < expected) | ~np.isfinite(self.state).all(axis=1)
+        diverged = (self.state[:, 0] < expected) | ~np.isfinite(self.state).all(axis=1)
+        self.diverged = torch.from_numpy(diverged)
         for i, d in enumerate(self.datas):
             mujoco.mj_setState(self.model, d, self.state[i], _FULL)
             d.ctrl[:] = self.ctrl[i]
@@ -146,14 +153,15 @@ class MujocoCPUBackend:
         """Positions, velocities and poses of every environment (cached until the next step)."""
         if self._kin is None:
             ds = self.datas
+            t = torch.from_numpy
             self._kin = Kinematics(
-                qpos=np.stack([d.qpos for d in ds]),
-                qvel=np.stack([d.qvel for d in ds]),
-                xpos=np.stack([d.xpos for d in ds]),
-                xquat=np.stack([d.xquat for d in ds]),
-                xmat=np.stack([d.xmat for d in ds]).reshape(len(ds), -1, 3, 3),
-                site_xpos=np.stack([d.site_xpos for d in ds]),
-                time=np.array([d.time for d in ds]),
+                qpos=t(np.stack([d.qpos for d in ds])),
+                qvel=t(np.stack([d.qvel for d in ds])),
+                xpos=t(np.stack([d.xpos for d in ds])),
+                xquat=t(np.stack([d.xquat for d in ds])),
+                xmat=t(np.stack([d.xmat for d in ds]).reshape(len(ds), -1, 3, 3)),
+                site_xpos=t(np.stack([d.site_xpos for d in ds])),
+                time=t(np.array([d.time for d in ds])),
             )
         return self._kin
 
@@ -161,10 +169,30 @@ class MujocoCPUBackend:
         self._pool.close()
 
 
+BACKENDS = ("mujoco", "mujoco_warp")
+
+
 def make_backend(
-    name: str, model: mujoco.MjModel, num_envs: int, nthread: int | None = None
-) -> MujocoCPUBackend:
-    """The physics backend called ``name`` (``mujoco``: CPU threads)."""
+    name: str,
+    model: mujoco.MjModel,
+    num_envs: int,
+    nthread: int | None = None,
+    device: str = "cpu",
+    nconmax: int | None = None,
+    njmax: int | None = None,
+) -> Any:
+    """The physics backend called ``name``: ``mujoco`` (CPU threads; device must be cpu) or
+    ``mujoco_warp`` (MuJoCo Warp on ``device``: ``cuda[:i]`` or Warp's ``cpu`` device; needs
+    ``pip install pourlit[warp]``)."""
     if name == "mujoco":
+        if torch.device(device).type != "cpu":
+            raise ValueError(
+                f"env.backend 'mujoco' runs on the CPU; env.device {device!r} needs "
+                "env.backend: mujoco_warp"
+            )
         return MujocoCPUBackend(model, num_envs, nthread)
-    raise ValueError(f"unknown physics backend {name!r}; available: 'mujoco'")
+    if name == "mujoco_warp":
+        from pourlit.sim.warp_backend import MujocoWarpBackend
+
+        return MujocoWarpBackend(model, num_envs, device, nconmax, njmax)
+    raise ValueError(f"unknown physics backend {name!r}; available: {', '.join(BACKENDS)}")

@@ -59,6 +59,8 @@ class EnvConfig:
     backend: str = "mujoco"
     device: str = "cpu"
     nthread: int | None = None  # physics threads (None: one per core)
+    nconmax: int | None = None  # mujoco_warp: contacts per world (None: sized from the scene)
+    njmax: int | None = None  # mujoco_warp: constraint rows per world (None: from the scene)
     liquid: LiquidConfig = field(default_factory=LiquidConfig)
     randomisation: RandomisationConfig = field(default_factory=RandomisationConfig)
     control_substeps: int = 20  # physics steps (2 ms) per control step -> 25 Hz
@@ -78,6 +80,14 @@ class EnvConfig:
             raise ValueError("control_substeps and max_episode_steps must be >= 1")
         if self.reward not in ("dense", "shaped", "sparse"):
             raise ValueError(f"reward must be 'dense', 'shaped' or 'sparse', got {self.reward!r}")
+        if self.backend not in ("mujoco", "mujoco_warp"):
+            raise ValueError(
+                f"backend must be 'mujoco' or 'mujoco_warp', got {self.backend!r} (env.backend)"
+            )
+        if self.backend == "mujoco" and not str(self.device).startswith("cpu"):
+            raise ValueError(
+                f"env.device {self.device!r} needs env.backend: mujoco_warp ('mujoco' is CPU only)"
+            )
         if not 0.0 < self.success_threshold <= 1.0:
             raise ValueError(f"success_threshold must be in (0, 1], got {self.success_threshold}")
 
@@ -122,22 +132,30 @@ class PouringVecEnv:
         self.autoreset = autoreset
         self.device = torch.device(self.cfg.device)
         self.model, self.idx = build_model(self.cfg.liquid)
-        self.backend = make_backend(self.cfg.backend, self.model, self.num_envs, self.cfg.nthread)
+        self.backend = make_backend(
+            self.cfg.backend, self.model, self.num_envs, self.cfg.nthread, self.cfg.device,
+            nconmax=self.cfg.nconmax, njmax=self.cfg.njmax,
+        )  # fmt: skip
         self._tool_body = self.model.body("tool0").id
         self.obs_dim = task.OBS_DIM
         self.action_dim = len(task.ACTION_NAMES)
         n = self.num_envs
         arm_ids = [self.model.joint(j).id for j in ARM_JOINTS]
-        self.arm_lo = self.model.jnt_range[arm_ids, 0].copy()
-        self.arm_hi = self.model.jnt_range[arm_ids, 1].copy()
-        self.arm_target = np.zeros((n, 6))
-        self.grip_target = np.full(n, GRIPPER_STROKE)
-        self.episode_step = np.zeros(n, dtype=np.int64)
+        # Per-step state lives on the env's device (no host copies per step on a GPU backend);
+        # episode seeds and their generators live on the host (used only at resets).
+        dev, f64 = self.device, torch.float64
+        self.arm_lo = torch.as_tensor(self.model.jnt_range[arm_ids, 0], dtype=f64, device=dev)
+        self.arm_hi = torch.as_tensor(self.model.jnt_range[arm_ids, 1], dtype=f64, device=dev)
+        self.arm_target = torch.zeros(n, 6, dtype=f64, device=dev)
+        self.grip_target = torch.full((n,), GRIPPER_STROKE, dtype=f64, device=dev)
+        self.episode_step = torch.zeros(n, dtype=torch.long, device=dev)
         self.episode_seed = np.zeros(n, dtype=np.int64)
-        self.episode_return = np.zeros(n)
+        self._episode_seed_t = torch.zeros(n, dtype=torch.long, device=dev)
+        self.episode_return = torch.zeros(n, dtype=f64, device=dev)
         self._rngs: list[np.random.Generator] = [np.random.default_rng(i) for i in range(n)]
         self._prev_in_cup = torch.zeros(n, device=self.device)
         self._prev_potential = torch.zeros(n, device=self.device)  # "shaped" reward
+        self._liquid_body0 = torch.as_tensor(self.idx.liquid_body0, device=self.device)
         self.stats = {"episodes": 0, "successes": 0, "unstable": 0, "env_steps": 0}
         self._obs: torch.Tensor | None = None
 
@@ -184,15 +202,18 @@ class PouringVecEnv:
 
     def _reset_envs(self, ids: np.ndarray, seeds: np.ndarray) -> None:
         qpos = np.stack([self.sample_initial_qpos(int(s)) for s in seeds])
-        self.arm_target[ids] = qpos[:, self.idx.arm_qpos]
-        self.grip_target[ids] = GRIPPER_STROKE
-        ctrl = np.concatenate([self.arm_target[ids], self.grip_target[ids, None]], axis=1)
+        arm = qpos[:, self.idx.arm_qpos]
+        ctrl = np.concatenate([arm, np.full((len(ids), 1), GRIPPER_STROKE)], axis=1)
         self.backend.set_state(ids, qpos, ctrl)
-        self.episode_step[ids] = 0
+        t = torch.as_tensor(ids, device=self.device)
+        self.arm_target[t] = torch.as_tensor(arm, dtype=torch.float64, device=self.device)
+        self.grip_target[t] = GRIPPER_STROKE
+        self.episode_step[t] = 0
         self.episode_seed[ids] = seeds
-        self.episode_return[ids] = 0.0
-        self._prev_in_cup[torch.as_tensor(ids, device=self.device)] = 0.0
-        self._prev_potential[torch.as_tensor(ids, device=self.device)] = 0.0
+        self._episode_seed_t[t] = torch.as_tensor(seeds, device=self.device)
+        self.episode_return[t] = 0.0
+        self._prev_in_cup[t] = 0.0
+        self._prev_potential[t] = 0.0
 
     # -- step --------------------------------------------------------------------------------
     def step(
@@ -205,83 +226,88 @@ class PouringVecEnv:
         """
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
-        a = torch.as_tensor(actions).detach().to("cpu", torch.float64).numpy()
+        a = torch.as_tensor(actions).detach().to(self.device, torch.float64)
         if a.shape != (self.num_envs, self.action_dim):
             raise ValueError(
-                f"actions must have shape ({self.num_envs}, {self.action_dim}), got {a.shape}"
+                f"actions must have shape ({self.num_envs}, {self.action_dim}), "
+                f"got {tuple(a.shape)}"
             )
-        a = np.clip(np.nan_to_num(a), -1.0, 1.0)
-        q = self.backend.kinematics().qpos[:, self.idx.arm_qpos]
-        self.arm_target = np.clip(self.arm_target + a[:, :6] * self.cfg.arm_step, q - 0.2, q + 0.2)
-        self.arm_target = np.clip(self.arm_target, self.arm_lo, self.arm_hi)
-        self.grip_target = np.clip(
-            self.grip_target + a[:, 6] * self.cfg.gripper_step, 0.0, GRIPPER_STROKE
-        )
-        ctrl = np.concatenate([self.arm_target, self.grip_target[:, None]], axis=1)
+        a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).clamp(-1.0, 1.0)
+        q = self.backend.kinematics().qpos[:, self.idx.arm_qpos].to(torch.float64)
+        target = self.arm_target + a[:, :6] * self.cfg.arm_step
+        target = torch.clamp(target, q - 0.2, q + 0.2)
+        self.arm_target = torch.clamp(target, self.arm_lo, self.arm_hi)
+        grip = self.grip_target + a[:, 6] * self.cfg.gripper_step
+        self.grip_target = grip.clamp(0.0, GRIPPER_STROKE)
+        ctrl = torch.cat([self.arm_target, self.grip_target[:, None]], dim=1)
         self.backend.step(ctrl, self.cfg.control_substeps)
         self.episode_step += 1
         self.stats["env_steps"] += self.num_envs
 
         obs, reward, terminated, info = self._compute()
-        truncated = (self.episode_step >= self.cfg.max_episode_steps) & ~terminated.cpu().numpy()
-        truncated_t = torch.as_tensor(truncated, device=self.device)
-        self.episode_return += reward.cpu().numpy()
-        info["episode_step"] = torch.as_tensor(self.episode_step.copy(), device=self.device)
-        info["episode_seed"] = torch.as_tensor(self.episode_seed.copy(), device=self.device)
-        done = (terminated | truncated_t).cpu().numpy()
-        if done.any():
-            ids = np.flatnonzero(done)
+        truncated = (self.episode_step >= self.cfg.max_episode_steps) & ~terminated
+        self.episode_return += reward.to(torch.float64)
+        info["episode_step"] = self.episode_step.clone()
+        info["episode_seed"] = self._episode_seed_t.clone()
+        done = terminated | truncated
+        if bool(done.any()):  # the one host sync per step
+            ids_t = done.nonzero().flatten()
+            ids = ids_t.cpu().numpy()
             self.stats["episodes"] += len(ids)
-            self.stats["successes"] += int(info["success"][ids].sum())
-            self.stats["unstable"] += int(info["unstable"][ids].sum())
+            self.stats["successes"] += int(info["success"][ids_t].sum())
+            self.stats["unstable"] += int(info["unstable"][ids_t].sum())
             info["final_obs"] = obs.clone()
-            info["episode_return"] = torch.as_tensor(
-                self.episode_return.copy(), dtype=torch.float32
-            )
+            info["episode_return"] = self.episode_return.to(torch.float32)
             if self.autoreset:
                 seeds = np.array([int(self._rngs[i].integers(2**31 - 1)) for i in ids])
                 self._reset_envs(ids, seeds)
                 obs = obs.clone()
-                obs[torch.as_tensor(ids)] = self._compute()[0][torch.as_tensor(ids)]
+                obs[ids_t] = self._compute()[0][ids_t]
         self._obs = obs
-        return obs, reward, terminated, truncated_t, info
+        return obs, reward, terminated, truncated, info
 
     # -- task --------------------------------------------------------------------------------
     def _task_state(self) -> tuple[task.TaskState, torch.Tensor]:
         k = self.backend.kinematics()
         ix = self.idx
-        with np.errstate(invalid="ignore"):  # NaN compares False: caught by isfinite below
-            unstable = ~(np.abs(k.qvel).max(1) <= self.cfg.max_joint_speed)
-        unstable |= ~np.isfinite(k.qpos).all(1) | self.backend.diverged
-        if unstable.any():  # keep the arithmetic below finite; the episode ends as a failure
-            k = dataclasses.replace(
-                k,
-                **{
-                    f.name: np.nan_to_num(getattr(k, f.name), posinf=0.0, neginf=0.0)
-                    for f in dataclasses.fields(k)
-                },
-            )
-        t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
-        b, c = ix.bottle_qpos, ix.cup_qpos
-        tool = self._tool_body
-        s = task.TaskState(
-            arm_q=t(k.qpos[:, ix.arm_qpos]),
-            arm_qd=t(k.qvel[:, ix.arm_dof]),
-            opening=t(k.qpos[:, ix.finger_qpos].sum(1)),
-            tcp_pos=t(k.site_xpos[:, ix.tcp_site]),
-            tcp_quat=t(k.xquat[:, tool]),
-            bottle_pos=t(k.qpos[:, b : b + 3]),
-            bottle_quat=t(k.qpos[:, b + 3 : b + 7]),
-            cup_pos=t(k.qpos[:, c : c + 3]),
-            cup_quat=t(k.qpos[:, c + 3 : c + 7]),
-            bottle_rot=t(k.xmat[:, ix.bottle_body]),
-            cup_rot=t(k.xmat[:, ix.cup_body]),
-            bottle_grasp=t(k.site_xpos[:, ix.bottle_grasp_site]),
-            bottle_mouth=t(k.site_xpos[:, ix.bottle_mouth_site]),
-            cup_rim=t(k.site_xpos[:, ix.cup_rim_site]),
-            liquid=t(k.qpos[:, ix.liquid_qpos] + ix.liquid_body0),
+        qvel_ok = k.qvel.abs().amax(1) <= self.cfg.max_joint_speed  # NaN compares False
+        unstable = ~qvel_ok | ~torch.isfinite(k.qpos).all(1) | self.backend.diverged
+        # keep the arithmetic below finite (identity on finite values, so no branch and no
+        # host sync); an unstable episode ends as a failure
+        clean = dataclasses.replace(
+            k,
+            **{
+                f.name: torch.nan_to_num(getattr(k, f.name), nan=0.0, posinf=0.0, neginf=0.0)
+                for f in dataclasses.fields(k)
+            },
         )
-        return s, t(unstable)
+        # the task runs in float64 whatever the backend's precision (MuJoCo Warp: float32)
+        dev, f64 = self.device, torch.float64
+        qpos, qvel, xmat = (
+            clean.qpos.to(dev, f64),
+            clean.qvel.to(dev, f64),
+            clean.xmat.to(dev, f64),
+        )
+        site, xquat = clean.site_xpos.to(dev, f64), clean.xquat.to(dev, f64)
+        b, c = ix.bottle_qpos, ix.cup_qpos
+        s = task.TaskState(
+            arm_q=qpos[:, ix.arm_qpos],
+            arm_qd=qvel[:, ix.arm_dof],
+            opening=qpos[:, ix.finger_qpos].sum(1),
+            tcp_pos=site[:, ix.tcp_site],
+            tcp_quat=xquat[:, self._tool_body],
+            bottle_pos=qpos[:, b : b + 3],
+            bottle_quat=qpos[:, b + 3 : b + 7],
+            cup_pos=qpos[:, c : c + 3],
+            cup_quat=qpos[:, c + 3 : c + 7],
+            bottle_rot=xmat[:, ix.bottle_body],
+            cup_rot=xmat[:, ix.cup_body],
+            bottle_grasp=site[:, ix.bottle_grasp_site],
+            bottle_mouth=site[:, ix.bottle_mouth_site],
+            cup_rim=site[:, ix.cup_rim_site],
+            liquid=qpos[:, ix.liquid_qpos] + self._liquid_body0,
+        )
+        return s, unstable.to(dev)
 
     def _compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Observation, reward, termination and info of every environment's current state."""
@@ -305,9 +331,7 @@ class PouringVecEnv:
         done_success = poured & ok & prog.bottle_upright
         failed = ~prog.cup_upright | prog.bottle_dropped | unstable
         terminated = done_success | failed
-        at_limit = torch.as_tensor(
-            self.episode_step >= self.cfg.max_episode_steps, device=self.device
-        )
+        at_limit = self.episode_step >= self.cfg.max_episode_steps
         success = done_success | (at_limit & poured & ok)
         reward = torch.where(unstable, torch.zeros_like(reward), reward).to(torch.float32)
         info = {
@@ -333,11 +357,11 @@ class PouringVecEnv:
         return {
             "num_envs": self.num_envs,
             "physics": self.backend.state_dict(),
-            "arm_target": torch.from_numpy(self.arm_target.copy()),
-            "grip_target": torch.from_numpy(self.grip_target.copy()),
-            "episode_step": torch.from_numpy(self.episode_step.copy()),
+            "arm_target": self.arm_target.cpu().clone(),
+            "grip_target": self.grip_target.cpu().clone(),
+            "episode_step": self.episode_step.cpu().clone(),
             "episode_seed": torch.from_numpy(self.episode_seed.copy()),
-            "episode_return": torch.from_numpy(self.episode_return.copy()),
+            "episode_return": self.episode_return.cpu().clone(),
             "prev_in_cup": self._prev_in_cup.cpu().clone(),
             "prev_potential": self._prev_potential.cpu().clone(),
             "rngs": [r.bit_generator.state for r in self._rngs],
@@ -351,11 +375,13 @@ class PouringVecEnv:
                 f"env state is for {sd['num_envs']} environments, this env has {self.num_envs}"
             )
         self.backend.load_state_dict(sd["physics"])
-        self.arm_target = sd["arm_target"].numpy().astype(np.float64)
-        self.grip_target = sd["grip_target"].numpy().astype(np.float64)
-        self.episode_step = sd["episode_step"].numpy().astype(np.int64)
+        dev = self.device
+        self.arm_target = sd["arm_target"].to(dev, torch.float64).clone()
+        self.grip_target = sd["grip_target"].to(dev, torch.float64).clone()
+        self.episode_step = sd["episode_step"].to(dev, torch.long).clone()
         self.episode_seed = sd["episode_seed"].numpy().astype(np.int64)
-        self.episode_return = sd["episode_return"].numpy().astype(np.float64)
+        self._episode_seed_t = torch.as_tensor(self.episode_seed, device=dev)
+        self.episode_return = sd["episode_return"].to(dev, torch.float64).clone()
         self._prev_in_cup = sd["prev_in_cup"].to(self.device).clone()
         self._prev_potential = sd["prev_potential"].to(self.device).clone()
         self._rngs = []
@@ -368,18 +394,19 @@ class PouringVecEnv:
 
     # -- access for experts and renderers ----------------------------------------------------
     def mj_data(self, i: int) -> mujoco.MjData:
-        """The ``MjData`` of environment ``i`` (CPU backend), kinematics up to date."""
-        return self.backend.datas[i]
+        """An ``MjData`` of environment ``i`` with kinematics up to date (the CPU backend's own;
+        a host copy on MuJoCo Warp), for the expert and the renderer."""
+        return self.backend.mj_data(i)
 
     @property
     def arm_targets(self) -> np.ndarray:
-        """(N, 6) current joint-position targets of the arm, rad."""
-        return self.arm_target.copy()
+        """(N, 6) current joint-position targets of the arm, rad (a host copy)."""
+        return self.arm_target.cpu().numpy().copy()
 
     @property
     def gripper_targets(self) -> np.ndarray:
-        """(N,) current jaw-opening targets, m."""
-        return self.grip_target.copy()
+        """(N,) current jaw-opening targets, m (a host copy)."""
+        return self.grip_target.cpu().numpy().copy()
 
     def close(self) -> None:
         self.backend.close()
