@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export MUJOCO_GL ?= egl
 
-.PHONY: setup test test-fast demo bench bench-skills checkpoints lint clean
+.PHONY: setup test test-fast demo bench bench-skills bench-gpu bench-rl checkpoints lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -54,6 +54,18 @@ bench: setup
 
 bench-skills: setup
 	$(PY) benchmarks/bench_skills.py --data-dir data/pouring
+
+# MuJoCo Warp env steps/s vs number of envs (1 ... 8192 on a GPU; a small sweep on CPU-only).
+bench-gpu: setup
+	$(PY) benchmarks/bench_gpu.py
+
+# RL: training throughput, then the method comparison (BENCH_RL_* set its scale).
+BENCH_RL_BUDGET ?= 50000
+BENCH_RL_WARMUP ?= 10000
+bench-rl: setup
+	$(PY) benchmarks/bench_rl.py throughput
+	$(PY) benchmarks/bench_rl.py compare --budget $(BENCH_RL_BUDGET) --warmup-env-steps $(BENCH_RL_WARMUP) \
+		--seeds 0 1 2 --episodes 20 --jobs 2 --out runs/bench_rl
 
 # Rebuild the shipped default checkpoints from scratch with the project's own commands
 # (200 expert episodes -> closed-loop SPiRL skill prior). Scratch data lives in runs/ckpt-build.

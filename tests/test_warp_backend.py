@@ -154,3 +154,22 @@ def test_collect_runs_on_the_warp_backend(tmp_path) -> None:
     assert ep.states.shape == (40, 50) or ep.states.shape[0] in (40, 41)
     assert ep.attrs["env_config"]["backend"] == "mujoco_warp"
     assert np.isfinite(ep.states).all()
+
+
+def test_rl_training_runs_on_the_warp_backend(tmp_path) -> None:
+    import lightning as L
+
+    from pourlit.rl import HierarchicalSACModule
+
+    m = HierarchicalSACModule(
+        prior="none", prior_init=False, critic_hidden=32, warmup_transitions=6, batch_size=8,
+        env={"backend": "mujoco_warp", "device": "cpu", "max_episode_steps": 10},
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=5, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(m)
+    assert m.updates == 5 and m.env_steps >= 10
+    assert m.env_steps - 2 <= len(m.replay) <= m.env_steps  # the running actions: one per env

@@ -42,14 +42,15 @@ class ContactOverflowError(RuntimeError):
 
 def _import_warp() -> tuple[Any, Any]:
     try:
-        import mujoco_warp as mjw
         import warp as wp
+
+        wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)  # no module-load lines
+        import mujoco_warp as mjw
     except ImportError as e:
         raise ImportError(
             "env.backend 'mujoco_warp' needs MuJoCo Warp: pip install 'pourlit[warp]' "
             f"({e.name} is not installed)"
         ) from e
-    wp.config.quiet = True  # no per-kernel module-load lines on stdout
     return wp, mjw
 
 
