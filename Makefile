@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export MUJOCO_GL ?= egl
 
-.PHONY: setup test test-fast demo bench bench-skills bench-gpu bench-rl checkpoints lint clean
+.PHONY: setup test test-fast demo bench bench-skills bench-gpu bench-rl checkpoints checkpoints-rl lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -79,6 +79,16 @@ checkpoints: setup
 		--trainer.callbacks '$(CKPT_CALLBACKS)'
 	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/skills/checkpoints/last.ckpt', 'checkpoints/skills/spirl_cl.ckpt')"
 	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/skills/spirl_cl.ckpt --episodes 50 --json checkpoints/skills/spirl_cl.eval.json
+
+# Rebuild the shipped SPiRL policy from the shipped skill prior (seed 0, 50k env steps with 10k of
+# warmup: the scale of the comparison in BENCHMARKS.md), then evaluate it on 100 held-out episodes.
+checkpoints-rl: setup
+	rm -rf $(CKPT_BUILD)/rl
+	$(VENV)/bin/pourlit fit -c configs/rl/spirl_cl.yaml --model.init_args.max_env_steps 50000 \
+		--model.init_args.warmup_transitions 1000 --trainer.default_root_dir $(CKPT_BUILD)/rl \
+		--trainer.logger.init_args.save_dir $(CKPT_BUILD)/rl --trainer.callbacks.init_args.dirpath $(CKPT_BUILD)/rl/checkpoints
+	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/rl/checkpoints/last.ckpt', 'checkpoints/rl/spirl_cl.ckpt')"
+	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/rl/spirl_cl.ckpt --episodes 100 --json checkpoints/rl/spirl_cl.eval.json
 
 lint: setup
 	$(VENV)/bin/ruff check pourlit tests benchmarks

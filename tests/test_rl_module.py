@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -302,3 +303,20 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, flat: bool) -> Non
     opt_b = resumed.trainer.optimizers[0].state_dict()["state"]
     for i in opt_a:
         assert torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"])
+
+
+def test_shipped_rl_checkpoint_loads_and_acts() -> None:
+    from pourlit.evaluate import HierarchicalPolicy, checkpoint_kind
+
+    path = ROOT / "checkpoints/rl/spirl_cl.ckpt"
+    assert checkpoint_kind(path) == "rl"
+    assert path.stat().st_size < 8_000_000  # weights only: no replay buffer, no optimisers
+    policy = HierarchicalPolicy.from_checkpoint(path, num_envs=2)
+    space = policy.module.space
+    assert space.horizon == 10 and space.latent_dim == 10
+    s = space.state_mean + space.state_std * torch.randn(2, space.state_dim)
+    policy.begin(np.arange(2))
+    a = policy(s)
+    assert a.shape == (2, 7) and a.abs().max() <= 1.0
+    z = policy.module.act_deterministic(s)
+    assert z.abs().max() < 2.0  # skills in the tanh range m = 2
