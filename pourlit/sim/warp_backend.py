@@ -57,12 +57,13 @@ def _import_warp() -> tuple[Any, Any]:
 def contact_budget(model: mujoco.MjModel) -> tuple[int, int]:
     """(nconmax, njmax) per world for ``model``, from what can touch at once.
 
-    Every free or sliding body (liquid sphere, bottle, cup) can rest on at most ~6 neighbours
-    or walls; the robot adds its links, pads and fingers. Contacts: 6 per such body plus
-    8 per other geom (x 1.25 margin). Constraint rows: each contact takes up to its condim rows
-    (pyramidal / elliptic: at most 2 (condim - 1) or condim), plus equality rows and joint
-    limits. Measured on the default scene (32 spheres): at most 139 contacts and 176 rows in
-    a whole expert pour; this gives 288 and 1032.
+    Every free or sliding body (liquid sphere, bottle, cup, finger) can rest on at most ~6
+    neighbours or walls; the robot adds up to 8 contacts per other geom, counted for 8 geoms:
+    nconmax = 1.25 (6 movable + 64), rounded up to 32. Constraint rows: 2 per contact (the
+    liquid is frictionless, condim 1; the pads' condim-4 contacts are few) plus equality and
+    joint-limit rows. The default scene (32 spheres) gets 352 contacts and 832 rows, against
+    at most 139 contacts and 176 rows measured over a whole expert pour; the per-step overflow
+    check catches a scene this estimate does not cover.
     """
     movable = 0
     for b in range(model.nbody):
@@ -73,8 +74,7 @@ def contact_budget(model: mujoco.MjModel) -> tuple[int, int]:
     other = max(0, int(model.ngeom) - movable)
     nconmax = int(1.25 * (6 * movable + 8 * min(other, 8)))
     nconmax = int(np.ceil(nconmax / 32) * 32)
-    max_rows = int(model.geom_condim.max()) if model.ngeom else 3
-    njmax = nconmax * max_rows // 1 + 8 * int(model.neq) + int(model.njnt)
+    njmax = 2 * nconmax + 8 * int(model.neq) + int(model.njnt)
     njmax = int(np.ceil(njmax / 32) * 32)
     return nconmax, njmax
 
