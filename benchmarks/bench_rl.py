@@ -120,9 +120,19 @@ def compare(args: argparse.Namespace) -> None:
     def one(job: tuple[str, int]) -> tuple[str, int, dict, float]:
         m, s = job
         t0 = time.perf_counter()
-        run = _train(m, s, args.budget, out, args.warmup_env_steps, args.extra)
+        run = out / m / f"seed{s}"
+        done = run / "eval.json"
+        if args.reuse and done.is_file():  # finished in an earlier invocation: same settings
+            res = json.loads(done.read_text())
+            return m, s, res, float(res.get("wall_minutes", 0.0)) * 60
+        extra = list(args.extra)
+        if m not in SKILL_METHODS and args.flat_updates is not None:
+            extra += ["--model.init_args.updates_per_transition", str(args.flat_updates)]
+        run = _train(m, s, args.budget, out, args.warmup_env_steps, extra)
         res = _evaluate(run, args.episodes)
         dt = time.perf_counter() - t0
+        res["wall_minutes"] = round(dt / 60, 2)
+        done.write_text(json.dumps(res, indent=2) + "\n")
         print(
             f"{m:11s} seed {s}: success {res['success_rate']:.2f} ({dt / 60:.1f} min)", flush=True
         )
@@ -151,7 +161,8 @@ def compare(args: argparse.Namespace) -> None:
         )
     head = (
         f"Budget {args.budget} env steps per run ({args.warmup_env_steps} of them warmup), "
-        f"{args.episodes} held-out "
+        f"flat methods' updates per env step: "
+        f"{args.flat_updates if args.flat_updates is not None else 1}, {args.episodes} held-out "
         f"evaluation episodes (seed 10000, deterministic policy) per run; total wall "
         f"{(time.perf_counter() - start) / 60:.1f} min with {args.jobs} job(s)."
     )
@@ -184,6 +195,12 @@ def main() -> None:
         help="env steps of warmup for every method (spirl.md: 5000 HL transitions = 50k)",
     )  # fmt: skip
     c.add_argument("--jobs", type=int, default=1)
+    c.add_argument(
+        "--flat-updates", type=float, default=None,
+        help="updates_per_transition of the flat methods (default: their config's, 1 per env "
+        "step); 0.1 matches SPiRL's gradient updates per env step",
+    )  # fmt: skip
+    c.add_argument("--reuse", action="store_true", help="keep runs that have an eval.json")
     c.add_argument("--out", default="runs/bench_rl")
     c.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more fit flags")
     args = p.parse_args()
