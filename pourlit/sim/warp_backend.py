@@ -153,6 +153,7 @@ class MujocoWarpBackend:
         self._site_xpos, self._overflow = t(d.site_xpos), t(d.overflow)
         self._graphs: dict[int, Any] = {}
         self._host: dict[int, mujoco.MjData] = {}
+        self._host_state: tuple[np.ndarray, ...] | None = None  # mj_data's per-step copy
         self.diverged = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self._kin: Kinematics | None = None
 
@@ -172,6 +173,7 @@ class MujocoWarpBackend:
             self.mjw.kinematics(self.m, self.d)
         self.diverged[ids] = False
         self._kin = None
+        self._host_state = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         keys = ("qpos", "qvel", "act", "ctrl", "time", "warmstart")
@@ -191,6 +193,7 @@ class MujocoWarpBackend:
         with self.wp.ScopedDevice(self.wp_device):
             self.mjw.kinematics(self.m, self.d)
         self._kin = None
+        self._host_state = None
 
     # -- stepping ----------------------------------------------------------------------------
     def _graph(self, nsub: int) -> Any:
@@ -218,6 +221,7 @@ class MujocoWarpBackend:
         finite = torch.isfinite(self._qpos).all(1) & torch.isfinite(self._qvel).all(1)
         self.diverged = ~finite
         self._kin = None
+        self._host_state = None
         self._check_overflow()
 
     def _check_overflow(self) -> None:
@@ -253,9 +257,18 @@ class MujocoWarpBackend:
 
     # -- host access (expert, rendering): copies, not for the hot path ------------------------
     def mj_data(self, i: int) -> mujoco.MjData:
-        """A host ``MjData`` with world ``i``'s current state and kinematics (a copy)."""
+        """A host ``MjData`` with world ``i``'s positions, velocities, controls and kinematics
+        (a copy). All worlds' state comes to the host in one transfer per step, shared by
+        every ``mj_data`` call until the next step, so a per-env expert costs O(N) per step."""
+        if self._host_state is None:
+            self._host_state = tuple(
+                x.detach().to("cpu", torch.float64).numpy()
+                for x in (self._qpos, self._qvel, self._ctrl, self._time)
+            )
+        qpos, qvel, ctrl, time_ = self._host_state
         data = self._host.setdefault(i, mujoco.MjData(self.model))
-        self.mjw.get_data_into(data, self.model, self.d, world_id=i)
+        data.qpos[:], data.qvel[:], data.ctrl[:] = qpos[i], qvel[i], ctrl[i]
+        data.time = float(time_[i])
         mujoco.mj_kinematics(self.model, data)
         return data
 
