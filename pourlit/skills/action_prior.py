@@ -20,9 +20,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch import nn
 from torchmetrics import MeanMetric
 
+from pourlit.skills.frozen import FrozenPrior, load_module
 from pourlit.skills.nets import BlockMLP, DiagGaussian
 
 ATANH_EPS = 1e-3
@@ -138,7 +138,7 @@ class ActionPriorModule(L.LightningModule):
         adopt_data_stats(self)
 
 
-class ActionPrior(nn.Module):
+class ActionPrior(FrozenPrior):
     """The frozen one-step action prior the flat RL baselines use (eval mode, no gradients).
 
     Same interface as ``pourlit.skills.SkillPrior`` where the two overlap: ``prior``,
@@ -147,36 +147,14 @@ class ActionPrior(nn.Module):
     """
 
     def __init__(self, module: ActionPriorModule) -> None:
-        super().__init__()
-        hp = module.hparams
-        self.state_dim, self.action_dim = int(hp.state_dim), int(hp.action_dim)
+        super().__init__(module)
         self.latent_dim = self.action_dim
-        self.env_config: dict | None = hp.get("env_config")
-        self.hparams = dict(hp)  # rebuilds it: ActionPrior(ActionPriorModule(**hparams))
-        self.prior = module.prior
-        self.register_buffer("state_mean", module.state_mean.clone())
-        self.register_buffer("state_std", module.state_std.clone())
-        self.eval()
-        self.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> ActionPrior:
-        return super().train(False)  # always frozen
-
-    def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
-        return DiagGaussian.from_params(self.prior((states - self.state_mean) / self.state_std))
+        self.freeze()
 
 
 def load_action_prior(path: str | Path, map_location: str = "cpu") -> ActionPrior:
     """Load the frozen action prior from a checkpoint of ``ActionPriorModule``."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: action-prior checkpoint not found")
-    try:
-        module = ActionPriorModule.load_from_checkpoint(p, map_location=map_location)
-    except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{p}: not a pourlit action-prior checkpoint ({reason})") from e
-    return ActionPrior(module)
+    return ActionPrior(load_module(ActionPriorModule, path, "action-prior", map_location))
 
 
 __all__ = [

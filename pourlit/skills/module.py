@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from pourlit.skills.action_prior import adopt_data_stats
+from pourlit.skills.frozen import FrozenPrior, load_module
 from pourlit.skills.losses import skill_prior_loss
 from pourlit.skills.nets import (
     BlockMLP,
@@ -222,51 +223,28 @@ class SkillPriorModule(L.LightningModule):
             torch.set_rng_state(rng["torch"])
 
 
-class SkillPrior(nn.Module):
+class SkillPrior(FrozenPrior):
     """The frozen parts the RL stage needs: learned prior q_hat(z | s) and closed-loop decoder.
 
     Runs in eval mode (BatchNorm uses its running statistics) with gradients off.
     """
 
     def __init__(self, module: SkillPriorModule) -> None:
-        super().__init__()
         if not module.closed_loop:
             raise ValueError("the RL stage needs a closed-loop skill checkpoint")
-        hp = module.hparams
-        self.state_dim, self.action_dim = int(hp.state_dim), int(hp.action_dim)
-        self.env_config: dict | None = hp.get("env_config")
-        self.hparams = dict(hp)  # rebuilds this prior: SkillPrior(SkillPriorModule(**hparams))
-        self.horizon, self.latent_dim = int(hp.horizon), int(hp.latent_dim)
-        self.prior = module.prior
+        super().__init__(module)
+        self.horizon, self.latent_dim = int(module.hparams.horizon), int(module.hparams.latent_dim)
         self.decoder = module.decoder
-        self.register_buffer("state_mean", module.state_mean.clone())
-        self.register_buffer("state_std", module.state_std.clone())
-        self.eval()
-        self.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> SkillPrior:
-        return super().train(False)  # always frozen
-
-    def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
-        """q_hat(z | s) for raw states (N, d_s)."""
-        return DiagGaussian.from_params(self.prior((states - self.state_mean) / self.state_std))
+        self.freeze()
 
     def decode(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Unsquashed actions (N, d_a) for raw states (N, d_s) and skills z (N, n_z)."""
-        return self.decoder((states - self.state_mean) / self.state_std, z)
+        return self.decoder(self.normalize(states), z)
 
 
 def load_skill_prior(path: str | Path, map_location: str = "cpu") -> SkillPrior:
     """Load the frozen prior and decoder from a skill checkpoint of ``pourlit fit``."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: skill checkpoint not found")
-    try:
-        module = SkillPriorModule.load_from_checkpoint(p, map_location=map_location)
-    except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{p}: not a pourlit skill checkpoint ({reason})") from e
-    return SkillPrior(module)
+    return SkillPrior(load_module(SkillPriorModule, path, "skill", map_location))
 
 
 def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
