@@ -79,11 +79,13 @@ def contact_budget(model: mujoco.MjModel) -> tuple[int, int]:
     return nconmax, njmax
 
 
-def check_interpenetration(model: mujoco.MjModel, qpos: np.ndarray, tol: float = 2e-3) -> None:
+def check_interpenetration(model: mujoco.MjModel, qpos: np.ndarray, tol: float = 5e-3) -> None:
     """Raise ``ValueError`` if geoms overlap by more than ``tol`` metres at ``qpos``.
 
     MuJoCo Warp freezes worlds that start deeply interpenetrating (huge contact forces, then
-    NaN); C MuJoCo only jolts them. Checked with C MuJoCo's collision on the host.
+    NaN); C MuJoCo only jolts them. Checked with C MuJoCo's collision on the host. The default
+    5 mm admits the reset distribution's mildest overlaps (measured: arm noise can put the open
+    pad 2.7 mm into the bottle wall; such a world steps normally on MuJoCo Warp).
     """
     data = mujoco.MjData(model)
     data.qpos[:] = qpos
