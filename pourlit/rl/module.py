@@ -224,32 +224,25 @@ class HierarchicalSACModule(L.LightningModule):
     def _make_space(self) -> SkillSpace | FlatSpace:
         """The agent's action space; loads the frozen prior checkpoint (or, when this module
         comes from an RL checkpoint, rebuilds it from ``ckpt_hparams``)."""
-        from pourlit.skills import (
-            ActionPrior,
-            ActionPriorModule,
-            SkillPrior,
-            SkillPriorModule,
-            load_action_prior,
-            load_skill_prior,
-        )
+        from pourlit.skills import ActionPrior, ActionPriorModule, SkillPrior, SkillPriorModule
+        from pourlit.skills.frozen import load_module
 
         hp = self.hparams
-        stored = hp.ckpt_hparams
-        if hp.skill_ckpt is not None:
-            if stored is not None:
-                skills = SkillPrior(SkillPriorModule(**stored))
+        for path, module_cls, frozen_cls, what in (
+            (hp.skill_ckpt, SkillPriorModule, SkillPrior, "skill"),
+            (hp.action_prior_ckpt, ActionPriorModule, ActionPrior, "action-prior"),
+        ):
+            if path is None:
+                continue
+            if hp.ckpt_hparams is not None:  # an RL checkpoint: weights come from its state
+                frozen = frozen_cls(module_cls(**hp.ckpt_hparams))
             else:
-                skills = load_skill_prior(hp.skill_ckpt)
-                hp.ckpt_hparams = dict(skills.hparams)
+                frozen = frozen_cls(load_module(module_cls, path, what))
+                hp.ckpt_hparams = dict(frozen.hparams)
+            if frozen_cls is ActionPrior:
+                return FlatSpace(frozen)
             scale = 2.0 if hp.action_scale is None else float(hp.action_scale)
-            return SkillSpace(skills, scale, hp.ll_squash)
-        if hp.action_prior_ckpt is not None:
-            if stored is not None:
-                ap = ActionPrior(ActionPriorModule(**stored))
-            else:
-                ap = load_action_prior(hp.action_prior_ckpt)
-                hp.ckpt_hparams = dict(ap.hparams)
-            return FlatSpace(ap)
+            return SkillSpace(frozen, scale, hp.ll_squash)
         from pourlit.sim import task
         from pourlit.sim.env import EnvConfig
 

@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from pourlit.skills.frozen import FrozenPrior, load_module
+from pourlit.skills.frozen import FrozenPrior, load_module, register_state_stats
 from pourlit.skills.nets import BlockMLP, DiagGaussian
 
 ATANH_EPS = 1e-3
@@ -76,12 +76,7 @@ class ActionPriorModule(L.LightningModule):
             raise ValueError("state_dim, action_dim and horizon must be >= 1")
         self.save_hyperparameters()
         self.prior = BlockMLP(state_dim, 2 * action_dim, hidden, blocks)
-        mean = torch.zeros(state_dim) if state_mean is None else torch.tensor(state_mean)
-        std = torch.ones(state_dim) if state_std is None else torch.tensor(state_std)
-        if mean.shape != (state_dim,) or std.shape != (state_dim,):
-            raise ValueError(f"state_mean/state_std must have {state_dim} values")
-        self.register_buffer("state_mean", mean.float())
-        self.register_buffer("state_std", std.float().clamp(min=1e-6))
+        register_state_stats(self, state_dim, state_mean, state_std)
         self.val_nll, self.val_mse = MeanMetric(), MeanMetric()
 
     def prior_dist(self, states: torch.Tensor) -> DiagGaussian:

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from pourlit.skills.action_prior import adopt_data_stats
-from pourlit.skills.frozen import FrozenPrior, load_module
+from pourlit.skills.frozen import FrozenPrior, load_module, register_state_stats
 from pourlit.skills.losses import skill_prior_loss
 from pourlit.skills.nets import (
     BlockMLP,
@@ -85,12 +85,7 @@ class SkillPriorModule(L.LightningModule):
             if closed
             else OpenLoopDecoder(action_dim, latent_dim, horizon, hidden)
         )
-        mean = torch.zeros(state_dim) if state_mean is None else torch.tensor(state_mean)
-        std = torch.ones(state_dim) if state_std is None else torch.tensor(state_std)
-        if mean.shape != (state_dim,) or std.shape != (state_dim,):
-            raise ValueError(f"state_mean/state_std must have {state_dim} values")
-        self.register_buffer("state_mean", mean.float())
-        self.register_buffer("state_std", std.float().clamp(min=1e-6))
+        register_state_stats(self, state_dim, state_mean, state_std)
         self.val_rec = MeanMetric()
         self.val_mse = MeanMetric()
         self.val_kl = MeanMetric()
