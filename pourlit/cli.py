@@ -87,7 +87,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         video=args.video,
         progress=not args.quiet,
-        stochastic=args.stochastic,
+        mode=args.mode,
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -173,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--video", help="write env 0's first episode to this .mp4/.gif")
     e.add_argument("--json", help="also write the metrics to this file")
     e.add_argument(
-        "--stochastic", action="store_true", help="RL checkpoints: sample pi instead of its mean"
+        "--mode",
+        choices=("both", "sampled", "mean"),
+        default="both",
+        help="RL checkpoints: sampled skills as the agent acts (the headline metrics), the mean "
+        "skill, or both (default: sampled, plus mean_skill on the same seeds)",
     )
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_cmd_evaluate)

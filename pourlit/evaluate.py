@@ -64,14 +64,15 @@ class PriorPolicy:
 
 
 class HierarchicalPolicy:
-    """A (hierarchical) SAC module acting: every H steps of each env's own skill clock
-    z = action_scale * tanh(mu(s)) (deterministic, the default) or tanh of a sample of pi(.|s)
-    (``stochastic``), then the frozen low level (decoder) at every step. Used by the module's
-    validation and by ``pourlit evaluate`` on RL checkpoints."""
+    """A (hierarchical) SAC module acting: every H steps of each env's own skill clock a new
+    agent action from ``module.act`` in ``mode`` (``sampled``: a sample of pi, or with skill
+    selection the best candidate by Q; ``mean``: z = action_scale * tanh(mu(s))), then the
+    frozen low level (decoder) at every step. Used by the module's validation and by
+    ``pourlit evaluate`` on RL checkpoints."""
 
-    def __init__(self, module: Any, num_envs: int, stochastic: bool = False, seed: int = 0) -> None:
+    def __init__(self, module: Any, num_envs: int, mode: str = "sampled", seed: int = 0) -> None:
         self.module = module
-        self.stochastic = stochastic
+        self.mode = mode
         self.gen = torch.Generator(device=module.device).manual_seed(seed)
         self.horizon = module.space.horizon
         self.clock = np.zeros(num_envs, dtype=np.int64)
@@ -79,7 +80,7 @@ class HierarchicalPolicy:
 
     @classmethod
     def from_checkpoint(
-        cls, ckpt: str | Path, num_envs: int, stochastic: bool = False, seed: int = 0
+        cls, ckpt: str | Path, num_envs: int, mode: str = "sampled", seed: int = 0
     ) -> HierarchicalPolicy:
         import contextvars
 
@@ -87,7 +88,18 @@ class HierarchicalPolicy:
 
         load = HierarchicalSACModule.load_from_checkpoint
         module = contextvars.Context().run(load, ckpt, map_location="cpu").eval()
-        return cls(module, num_envs, stochastic, seed)
+        return cls(module, num_envs, mode, seed)
+
+    @property
+    def name(self) -> str:
+        """How it acts, e.g. ``sampled, best of 8 by Q`` or ``mean skill``."""
+        if self.mode == "mean":
+            return "mean skill"
+        k = int(self.module.hparams.q_select)
+        if k == 0:
+            return "sampled"
+        n = 2 * k if self.module.space.prior is not None else k
+        return f"sampled, best of {n} by Q"
 
     def begin(self, ids: np.ndarray) -> None:
         self.clock[ids] = 0
@@ -97,12 +109,7 @@ class HierarchicalPolicy:
         obs = obs.to(self.module.device)
         new = np.flatnonzero(self.clock % self.horizon == 0)
         if len(new):
-            if self.stochastic:
-                pi = self.module.policy(obs[new])
-                u = pi.mu + pi.sigma * torch.randn(pi.mu.shape, generator=self.gen)
-                self.z[new] = self.module.space.action_scale * torch.tanh(u)
-            else:
-                self.z[new] = self.module.act_deterministic(obs[new])
+            self.z[new] = self.module.act(obs[new], self.mode, generator=self.gen)
         self.clock += 1
         return self.module.low_level(obs, self.z).cpu()
 
@@ -226,10 +233,17 @@ def evaluate(
     video: str | Path | None = None,
     env_overrides: dict | None = None,
     progress: bool = True,
-    stochastic: bool = False,
+    mode: str = "both",
 ) -> dict:
-    """Evaluate an RL checkpoint (deterministic skills), a skill checkpoint (prior rollouts) or
-    the expert; returns the metrics dict."""
+    """Evaluate an RL checkpoint, a skill checkpoint (prior rollouts) or the expert; returns
+    the metrics dict.
+
+    ``mode`` (RL checkpoints): ``sampled`` (how the agent acts: a sample of pi, or the best of
+    its candidate skills by Q when the checkpoint was trained with skill selection), ``mean``
+    (z = m tanh(mu(s))), or ``both``: the sampled episodes give the headline metrics and the
+    mean-skill ones are added under ``mean_skill``, on the same seeds."""
+    if mode not in ("sampled", "mean", "both"):
+        raise ValueError(f"mode must be sampled, mean or both, got {mode!r}")
     if episodes < 1 or num_envs < 1:
         raise ValueError("--episodes and --num-envs must be positive")
     if video is not None:
@@ -247,7 +261,9 @@ def evaluate(
         pol = ExpertPolicy(env, seed=seed)
         call, begin = pol, pol.begin
     elif kind == "rl":
-        hl = HierarchicalPolicy.from_checkpoint(ckpt, num_envs, stochastic, seed)
+        hl = HierarchicalPolicy.from_checkpoint(
+            ckpt, num_envs, "mean" if mode == "mean" else "sampled", seed
+        )
         base = hl.module._env_config(num_envs).to_dict()
         env = PouringVecEnv(EnvConfig.from_dict({**base, **env_dict, "num_envs": num_envs}))
         call, begin = hl, hl.begin
@@ -269,6 +285,10 @@ def evaluate(
         call, begin = prior, prior.begin
     try:
         result = run_episodes(env, call, begin, episodes, seed, video, progress)
+        if kind == "rl" and mode == "both":
+            mean = HierarchicalPolicy(hl.module, num_envs, "mean", seed)
+            extra = run_episodes(env, mean, mean.begin, episodes, seed, None, progress)
+            result["mean_skill"] = {k: v for k, v in extra.items() if k != "env_steps_per_s"}
     finally:
         env.close()
     names = {"expert": "expert", "rl": "hierarchical_sac", "action_prior": "behaviour_cloning"}
@@ -276,7 +296,7 @@ def evaluate(
         names["rl"] = "flat_sac"
     result["policy"] = names.get(kind, "skill_prior")
     if kind == "rl":
-        result["policy"] += " (stochastic)" if stochastic else " (deterministic)"
+        result["policy"] += f" ({hl.name})"
     result["seed"] = seed
     result["reward"] = env.cfg.reward  # the return above is in this env's reward
     return result

@@ -23,6 +23,7 @@ from pourlit.rl import (
     squashed_log_prob,
     squashed_sample,
 )
+from pourlit.rl.select import best_by_q, squashed_samples
 from pourlit.skills.nets import DiagGaussian
 
 LOG_2PI = math.log(2 * math.pi)
@@ -50,15 +51,18 @@ def test_squashed_log_prob_by_hand():
     assert squashed_log_prob(dist, u, 3.0).item() == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("scale", [1.0, 2.0])
-def test_squashed_log_prob_is_change_of_variables(scale):
+@pytest.mark.parametrize(("scale", "width"), [(1.0, 1.0), (2.0, 1.0), (2.0, 2.0), (3.0, 0.5)])
+def test_squashed_log_prob_is_change_of_variables(scale, width):
     torch.manual_seed(0)
     mu, log_sigma = torch.randn(2, 4, dtype=torch.float64).unbind(0)
     dist = DiagGaussian(mu, log_sigma * 0.5)
     u = torch.randn(4, dtype=torch.float64) * 1.5
-    jac = torch.autograd.functional.jacobian(lambda x: scale * torch.tanh(x), u)  # (4, 4)
+    jac = torch.autograd.functional.jacobian(lambda x: scale * torch.tanh(x / width), u)
     expected = dist.log_prob(u).sum() - torch.logdet(jac)
-    assert squashed_log_prob(dist, u, scale).item() == pytest.approx(expected.item(), abs=1e-9)
+    got = squashed_log_prob(dist, u, scale, width).item()
+    assert got == pytest.approx(expected.item(), abs=1e-9)
+    if width != 1.0:
+        return
     # and the textbook form with log(1 - tanh^2)
     textbook = (dist.log_prob(u) - math.log(scale) - torch.log(1 - torch.tanh(u) ** 2)).sum()
     assert squashed_log_prob(dist, u, scale).item() == pytest.approx(textbook.item(), abs=1e-9)
@@ -83,6 +87,56 @@ def test_squashed_sample_shapes_range_and_gradient():
     assert torch.allclose(lp, squashed_log_prob(dist, u, 2.0))
     a.sum().backward()  # reparameterised: the action depends on mu
     assert mu.grad is not None and mu.grad.abs().sum() > 0
+
+
+def test_prior_matched_squash_keeps_small_skills():
+    """z = m tanh(u / m) has slope 1 at 0: small u pass almost unchanged, where SPiRL's
+    m tanh(u) doubles them (m = 2); both stay inside (-m, m)."""
+    torch.manual_seed(0)
+    dist = DiagGaussian(torch.zeros(1000, 3), torch.full((1000, 3), math.log(0.1)))
+    a, u, _ = squashed_sample(dist, 2.0, 2.0)
+    torch.testing.assert_close(a, u, atol=0.01, rtol=0)  # |u| <~ 0.4: u - 2 tanh(u/2) ~ u^3/12
+    assert torch.equal(a, 2.0 * torch.tanh(u / 2.0))
+    b, u2, _ = squashed_sample(dist, 2.0)
+    torch.testing.assert_close(b, 2.0 * u2, atol=0.2, rtol=0.1)
+    big = DiagGaussian(torch.zeros(1, 3), torch.zeros(1, 3))
+    assert squashed_samples(big, 500, 2.0, torch.Generator().manual_seed(0), 2.0).abs().max() < 2
+
+
+def test_squashed_samples_are_seeded_and_shaped():
+    dist = DiagGaussian(torch.randn(4, 3), torch.zeros(4, 3))
+    z1 = squashed_samples(dist, 5, 2.0, torch.Generator().manual_seed(1))
+    z2 = squashed_samples(dist, 5, 2.0, torch.Generator().manual_seed(1))
+    assert z1.shape == (5, 4, 3) and torch.equal(z1, z2)
+    eps = torch.randn((5, 4, 3), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(z1, 2.0 * torch.tanh(dist.mu + dist.sigma * eps))
+
+
+class _LinearQ(nn.Module):
+    """Q_1(s, z) = sum(z), Q_2(s, z) = sum(z) + s_0: a critic whose ranking is known."""
+
+    def forward(self, s, z):
+        return z.sum(-1), z.sum(-1) + s[:, 0]
+
+
+def test_best_by_q_takes_the_pessimistic_argmax():
+    s = torch.tensor([[0.0], [-5.0]])  # state 1: Q_2 is 5 below Q_1, so min = Q_2 there
+    cands = torch.tensor(
+        [
+            [[1.0, 0.0], [0.0, 0.0]],
+            [[0.5, 0.0], [2.0, 1.0]],
+            [[0.0, 3.0], [1.0, -1.0]],
+        ]
+    )  # (K=3, B=2, n_z=2)
+    z, q = best_by_q(_LinearQ(), s, cands)
+    torch.testing.assert_close(z, torch.tensor([[0.0, 3.0], [2.0, 1.0]]))
+    torch.testing.assert_close(q, torch.tensor([3.0, 3.0 - 5.0]))
+
+
+def test_best_by_q_of_one_candidate_is_that_candidate():
+    cands = torch.randn(1, 6, 4)
+    z, _ = best_by_q(_LinearQ(), torch.randn(6, 2), cands)
+    assert torch.equal(z, cands[0])
 
 
 # -- prior divergence ---------------------------------------------------------------------------

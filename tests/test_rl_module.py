@@ -170,13 +170,16 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
         == 0
     )
     result = json.loads(report.read_text())
-    assert result["policy"] == "hierarchical_sac (deterministic)" and result["episodes"] == 2
+    # default: sampled skills as the headline, the mean skill beside it on the same seeds
+    assert result["policy"] == "hierarchical_sac (sampled)" and result["episodes"] == 2
+    assert result["mean_skill"]["episodes"] == 2
     assert result["episode_length"] <= 30  # the module's env override (max_episode_steps 30)
-    cmd = ["evaluate", "--ckpt", str(path), "--episodes", "2", "-q", "--stochastic"]
+    cmd = ["evaluate", "--ckpt", str(path), "--episodes", "2", "-q", "--mode", "mean"]
     assert cli_main([*cmd, "--json", str(report)]) == 0
-    sampled = json.loads(report.read_text())
-    assert sampled["policy"] == "hierarchical_sac (stochastic)"
-    assert sampled["mean_return"] != result["mean_return"]  # other skills, other episodes
+    mean = json.loads(report.read_text())
+    assert mean["policy"] == "hierarchical_sac (mean skill)" and "mean_skill" not in mean
+    assert mean["mean_return"] == result["mean_skill"]["mean_return"]  # same seeds, same skills
+    assert mean["mean_return"] != result["mean_return"]  # other skills, other episodes
 
 
 @pytest.mark.parametrize("config", ["spirl_cl", "ssp"])
@@ -264,11 +267,15 @@ def _params(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("flat", [False, True], ids=["skills", "flat"])
-def test_resume_equals_uninterrupted_training(tmp_path: Path, flat: bool) -> None:
+@pytest.mark.parametrize("variant", ["skills", "flat", "selection"])
+def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> None:
     """N updates + checkpoint + resume + N updates == 2N uninterrupted updates, bit for bit:
-    networks, optimisers, log_alpha, replay buffer, counters, env and running skills."""
+    networks, optimisers, log_alpha, replay buffer, counters, env and running skills; also with
+    skill selection by Q, a critic warmup that ends mid-run and the prior-matched squash."""
+    flat = variant == "flat"
     kw = dict(env={"max_episode_steps": 25}, warmup_transitions=12, batch_size=8)
+    if variant == "selection":
+        kw |= dict(q_select=2, critic_warmup_updates=6, squash="prior")
     if flat:  # plain SAC: no checkpoint, env from the defaults
         kw |= dict(skill_ckpt=None, prior="none", prior_init=False, critic_hidden=32)
         kw["env"] = {"max_episode_steps": 8}  # one transition per env step: shorter episodes
@@ -318,5 +325,56 @@ def test_shipped_rl_checkpoint_loads_and_acts() -> None:
     policy.begin(np.arange(2))
     a = policy(s)
     assert a.shape == (2, 7) and a.abs().max() <= 1.0
-    z = policy.module.act_deterministic(s)
+    z = policy.module.act(s, "mean")
     assert z.abs().max() < 2.0  # skills in the tanh range m = 2
+
+
+def test_critic_warmup_trains_only_the_critic(tmp_path: Path) -> None:
+    """During ``critic_warmup_updates`` the policy and the temperature stay as initialised (the
+    prior's copy), the critic learns, and global_step still counts every update; afterwards
+    the policy moves too."""
+    torch.manual_seed(0)
+    m = _small_module(critic_warmup_updates=6, q_select=2)
+    pol0 = {k: v.clone() for k, v in m.policy.state_dict().items()}
+    q0 = {k: v.clone() for k, v in m.critic.state_dict().items()}
+    alpha0 = m.log_alpha.detach().clone()
+    t = _trainer(tmp_path, max_steps=6)
+    t.fit(m)
+    assert t.global_step == 6 and m.updates == 6
+    assert all(torch.equal(v, m.policy.state_dict()[k]) for k, v in pol0.items())
+    assert torch.equal(m.log_alpha.detach(), alpha0)
+    assert any(not torch.equal(v, m.critic.state_dict()[k]) for k, v in q0.items())
+    assert m.selecting  # selection starts once the critic warmup is over
+    t = _trainer(tmp_path, max_steps=9)
+    t.fit(m)
+    assert any(not torch.equal(v, m.policy.state_dict()[k]) for k, v in pol0.items())
+
+
+def test_selection_acts_with_the_best_candidate_by_q() -> None:
+    torch.manual_seed(0)
+    m = _small_module(q_select=3, squash="prior")
+    m.updates = 1  # as if trained: selection on
+    s = _states(m.space.skills, n=5)
+    g = torch.Generator().manual_seed(7)
+    z = m.act(s, "sampled", generator=g)
+    cands = m.skill_candidates(s, torch.Generator().manual_seed(7))
+    assert cands.shape == (6, 5, 10)  # 3 from the policy, 3 from the prior
+    q1, q2 = m.critic(s.repeat(6, 1), cands.reshape(30, 10))
+    best = torch.min(q1, q2).view(6, 5).argmax(0)
+    torch.testing.assert_close(z, cands[best, torch.arange(5)])
+    m.updates = 0  # untrained critic: plain samples of the policy
+    assert not m.selecting
+    assert m.act(s, "sampled").shape == (5, 10)
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"q_select": -1}, "q_select"),
+        ({"squash": "sigmoid"}, "squash must be one of"),
+        ({"eval_mode": "greedy"}, "eval_mode must be one of"),
+    ],
+)
+def test_bad_rl_options_fail_with_a_message(kw: dict, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        _small_module(**kw)

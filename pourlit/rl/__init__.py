@@ -19,6 +19,7 @@ from pourlit.rl.sac import (
     squashed_log_prob,
     squashed_sample,
 )
+from pourlit.rl.select import best_by_q, squashed_samples
 
 __all__ = [
     "HierarchicalSACModule",
@@ -28,6 +29,7 @@ __all__ = [
     "HLTransitionBuilder",
     "ReplayBuffer",
     "alpha_loss",
+    "best_by_q",
     "critic_loss",
     "critic_target",
     "entropy_alpha_loss",
@@ -38,4 +40,5 @@ __all__ = [
     "sac_policy_loss",
     "squashed_log_prob",
     "squashed_sample",
+    "squashed_samples",
 ]

@@ -20,8 +20,9 @@ Lightning wiring (../shared/design/architecture.md, "Lightning usage"):
   stepped on the wrapped torch optimizers (``opt.optimizer.step()``). Warmup batches (replay
   buffer smaller than ``warmup_transitions``) do no update and do not advance global_step, so
   ``max_steps`` counts updates only.
-- Validation = ``eval_episodes`` deterministic rollouts (z = action_scale * tanh(mu)) on a
-  separate env seeded with ``eval_seed``.
+- Validation = ``eval_episodes`` rollouts acting in ``eval_mode`` (sampled by default, as the
+  agent acts; or the mean skill) on a separate env seeded with ``eval_seed`` (keep these
+  validation seeds apart from the test seeds that ``pourlit evaluate`` reports).
 - Checkpoints hold the networks, optimisers, log_alpha, the replay buffer, the counters
   (env_steps, episodes, update credit), the torch RNG states, the training env's full state
   and (in the rollout callback's state) the running skills: ``--ckpt_path last`` continues
@@ -54,10 +55,13 @@ from pourlit.rl.sac import (
     prior_divergence,
     squashed_sample,
 )
+from pourlit.rl.select import best_by_q, squashed_samples
 from pourlit.rl.spaces import FlatSpace, SkillSpace
 from pourlit.skills.nets import DiagGaussian, unit_gaussian_like
 
 PRIORS = ("learned", "unit", "none")
+EVAL_MODES = ("sampled", "mean")
+SQUASHES = ("tanh", "prior")
 
 
 class _Forever(IterableDataset):
@@ -124,7 +128,8 @@ class HierarchicalSACModule(L.LightningModule):
         reward_scale: multiplies the rewards in the critic target.
         seed: env reset seed and replay sampling seed.
         eval_episodes: evaluation episodes per validation.
-        eval_seed: reset seed of the evaluation env.
+        eval_seed: reset seed of the validation env (20000: apart from the test seeds 10000
+            that ``pourlit evaluate`` uses by default, so selecting on validation never sees them).
         critic_hidden / critic_layers: size of each twin critic MLP.
         ll_squash: skills only: how decoder outputs become env actions: ``clip`` (default:
             clamp to [-1, 1], as ``pourlit evaluate``'s prior rollouts do) or ``tanh``
@@ -135,6 +140,27 @@ class HierarchicalSACModule(L.LightningModule):
         max_env_steps: stop training once this many env steps (all envs, warmup included) were
             collected: the budget that compares methods acting at different rates (None: only
             ``trainer.max_steps``, which counts gradient updates, bounds the run).
+        q_select: K > 0 turns on value-based skill selection (``pourlit.rl.select``): at every
+            decision after warmup the agent draws K skills from the policy and K from the
+            learned prior (policy only where there is none) and executes the one with the
+            highest min_j Q_j(s, z); the critic target bootstraps from the same choice at s'
+            (IBRL's target), so the critic values the policy that acts. 0 = SPiRL's plain
+            sample of pi.
+        critic_warmup_updates: the first this many updates train the critics only (policy
+            and temperature frozen, so the policy stays the prior it was copied from): the
+            critic learns the prior's value before the policy follows its gradient, and skill
+            selection starts only after them. 0 = SPiRL.
+        eval_mode: how validation episodes act: ``sampled`` (a sample of pi, with skill
+            selection when ``q_select`` > 0; SPiRL's reference evaluates sampled policies) or
+            ``mean`` (z = action_scale * tanh(mu(s))).
+        squash: how the pre-tanh u becomes the agent action: ``tanh`` (SPiRL: z = m tanh(u))
+            or ``prior`` (z = m tanh(u / m), slope 1 at 0). The prior q_hat is a Gaussian over z
+            itself, and m tanh(u) doubles (m = 2) every small u: a policy copied from the
+            prior then executes skills twice as far from the prior's mean as the prior's own
+            samples (measured on the shipped prior, 30 validation episodes: prior samples 0.60
+            success, 2 tanh(prior samples) 0.41 in the training episodes). ``prior`` keeps the
+            PI-initialised policy's skills the prior's own wherever |z| << m. Flat actions
+            (m = 1) are the same under both.
         ckpt_hparams: filled in by the module itself: the hyperparameters of the skill / action
             prior checkpoint, so an RL checkpoint rebuilds its frozen networks (weights from
             its own state dict) without the original file. Leave it None.
@@ -162,11 +188,15 @@ class HierarchicalSACModule(L.LightningModule):
         reward_scale: float = 1.0,
         seed: int = 0,
         eval_episodes: int = 10,
-        eval_seed: int = 10_000,
+        eval_seed: int = 20_000,
         critic_hidden: int = 256,
         critic_layers: int = 2,
         ll_squash: str = "clip",
         max_env_steps: int | None = None,
+        q_select: int = 0,
+        critic_warmup_updates: int = 0,
+        eval_mode: str = "sampled",
+        squash: str = "tanh",
         ckpt_hparams: dict | None = None,
     ) -> None:
         super().__init__()
@@ -174,6 +204,12 @@ class HierarchicalSACModule(L.LightningModule):
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         if num_envs < 1 or batch_size < 1 or updates_per_transition <= 0:
             raise ValueError("num_envs, batch_size and updates_per_transition must be positive")
+        if q_select < 0 or critic_warmup_updates < 0:
+            raise ValueError("q_select and critic_warmup_updates must be >= 0")
+        if squash not in SQUASHES:
+            raise ValueError(f"squash must be one of {SQUASHES}, got {squash!r}")
+        if eval_mode not in EVAL_MODES:
+            raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
         if skill_ckpt is not None and action_prior_ckpt is not None:
             raise ValueError("give skill_ckpt (skill space) or action_prior_ckpt (flat), not both")
         if skill_ckpt is None and action_scale not in (None, 1.0):
@@ -271,6 +307,53 @@ class HierarchicalSACModule(L.LightningModule):
         if warmup and self.hparams.prior == "learned":
             return self.space.prior_dist(states)
         return self.policy(states)
+
+    @property
+    def squash_width(self) -> float:
+        """c of z = m tanh(u / c): 1 for SPiRL's squash, m for ``squash="prior"``."""
+        return self.space.action_scale if self.hparams.squash == "prior" else 1.0
+
+    @property
+    def selecting(self) -> bool:
+        """Skill selection by value is on (``q_select`` > 0) and the critic has had its warmup."""
+        hp = self.hparams
+        return int(hp.q_select) > 0 and self.updates >= max(1, int(hp.critic_warmup_updates))
+
+    def skill_candidates(
+        self, states: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(2K, B, n_z): K squashed samples of pi(.|s) then K of the learned prior (K of pi
+        only where there is no learned prior), K = ``q_select``."""
+        k, scale, w = int(self.hparams.q_select), self.space.action_scale, self.squash_width
+        parts = [squashed_samples(self.policy(states), k, scale, generator, w)]
+        if self.space.prior is not None:
+            parts.append(squashed_samples(self.space.prior_dist(states), k, scale, generator, w))
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def act(
+        self,
+        states: torch.Tensor,
+        mode: str = "sampled",
+        warmup: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Agent actions z (N, n_z) for raw states (N, d_s), as the agent executes them.
+
+        ``mean``: z = m tanh(mu_pi(s)). ``sampled``: z = m tanh(u), u ~ ``behaviour_dist``
+        (the prior during warmup); once ``selecting``, the best of ``skill_candidates`` by
+        min_j Q_j(s, z). Noise comes from ``generator`` (else the global torch RNG, which
+        training checkpoints, so a resumed run draws the same skills).
+        """
+        scale, w = self.space.action_scale, self.squash_width
+        if mode == "mean":
+            return scale * torch.tanh(self.policy(states).mu / w)
+        if not warmup and self.selecting:  # (no update, no selection: warmup acts unselected)
+            return best_by_q(self.critic, states, self.skill_candidates(states, generator))[0]
+        dist = self.behaviour_dist(states, warmup)
+        if generator is None:
+            return scale * torch.tanh(dist.rsample() / w)
+        return squashed_samples(dist, 1, scale, generator, w)[0]
 
     def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Env actions (N, d_a) in [-1, 1] for states (N, d_s) and agent actions z (N, n_z)."""
@@ -392,26 +475,33 @@ class HierarchicalSACModule(L.LightningModule):
         s, z, r = b["obs"], b["z"], b["reward"]  # (B, d_s), (B, n_z), (B,)
         s2, term = b["next_obs"], b["terminated"]
 
+        learn_policy = self.updates >= int(hp.critic_warmup_updates)
         pi = self.policy(s)
-        z_pi, _, logp = squashed_sample(pi, scale)
+        z_pi, _, logp = squashed_sample(pi, scale, self.squash_width)
         reg = self.regulariser(pi, logp, s)  # (B,)
 
-        # 1. temperature step
+        # 1. temperature step (frozen during the critic warmup)
         l_alpha = self.temperature_loss(reg)
-        opt_alpha.zero_grad()
-        self.manual_backward(l_alpha)
-        opt_alpha.optimizer.step()  # not counted in global_step (see module docstring)
+        if learn_policy:
+            opt_alpha.zero_grad()
+            self.manual_backward(l_alpha)
+            opt_alpha.optimizer.step()  # not counted in global_step (see module docstring)
         alpha = self.log_alpha.detach().exp()
 
         # 2. policy loss (-min Q + alpha * D, or plain SAC's alpha * log pi - min Q)
-        q1_pi, q2_pi = self.critic(s, z_pi)
-        l_pi = policy_loss(q1_pi, q2_pi, reg, alpha)
+        l_pi = None
+        if learn_policy:
+            q1_pi, q2_pi = self.critic(s, z_pi)
+            l_pi = policy_loss(q1_pi, q2_pi, reg, alpha)
 
-        # 3. critic target
+        # 3. critic target; with skill selection, at the skill the agent would execute at s'
         with torch.no_grad():
             pi2 = self.policy(s2)
-            z2, _, logp2 = squashed_sample(pi2, scale)
+            z2, _, logp2 = squashed_sample(pi2, scale, self.squash_width)
             reg2 = self.regulariser(pi2, logp2, s2)
+            if int(hp.q_select) > 0 and learn_policy:
+                cands = torch.cat([z2.unsqueeze(0), self.skill_candidates(s2)])
+                z2 = best_by_q(self.critic_target, s2, cands)[0]
             tq1, tq2 = self.critic_target(s2, z2)
             y = critic_target(r, term, tq1, tq2, reg2, alpha, hp.gamma, hp.reward_scale)
 
@@ -419,9 +509,11 @@ class HierarchicalSACModule(L.LightningModule):
         q1, q2 = self.critic(s, z)
         l_q = critic_loss(q1, y) + critic_loss(q2, y)
 
-        # 5. policy step (counted: one per update), 6. critic step, 7. Polyak
+        # 5. policy step (counted: one per update; a no-op during the critic warmup, where no
+        # gradient reaches the policy), 6. critic step, 7. Polyak
         opt_pi.zero_grad()
-        self.manual_backward(l_pi)
+        if l_pi is not None:
+            self.manual_backward(l_pi)
         opt_pi.step()
         opt_q.zero_grad()  # drops the policy loss's gradients on the critics
         self.manual_backward(l_q)
@@ -429,7 +521,7 @@ class HierarchicalSACModule(L.LightningModule):
         polyak_update(self.critic_target, self.critic, hp.tau)
         self.updates += 1
         out = {
-            "policy_loss": l_pi.detach(),
+            "policy_loss": (l_pi if l_pi is not None else torch.zeros(())).detach(),
             "critic_loss": l_q.detach(),
             "alpha_loss": l_alpha.detach(),
             "alpha": alpha,
@@ -463,10 +555,6 @@ class HierarchicalSACModule(L.LightningModule):
         self._ep_seen = 0
 
     # -- evaluation ---------------------------------------------------------------------------
-    def act_deterministic(self, states: torch.Tensor) -> torch.Tensor:
-        """Evaluation actions z = action_scale * tanh(mu(s)), (N, n_z) for states (N, d_s)."""
-        return self.space.action_scale * torch.tanh(self.policy(states).mu)
-
     @torch.no_grad()
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         from pourlit.evaluate import HierarchicalPolicy, run_episodes
@@ -475,7 +563,10 @@ class HierarchicalSACModule(L.LightningModule):
         if self._eval_env is None:
             self._eval_env = PouringVecEnv(self._env_config(int(self.hparams.num_envs)))
         env = self._eval_env
-        policy = HierarchicalPolicy(self, env.num_envs)
+        # its own generator: validation draws no global randomness, so resume stays exact
+        policy = HierarchicalPolicy(
+            self, env.num_envs, str(self.hparams.eval_mode), int(self.hparams.eval_seed)
+        )
         res = run_episodes(
             env, policy, policy.begin, int(self.hparams.eval_episodes),
             int(self.hparams.eval_seed), progress=False,
@@ -517,9 +608,12 @@ class HierarchicalSACModule(L.LightningModule):
         state = checkpoint.get("pourlit_rl")
         if state is None:
             return
-        self.replay.load_state_dict(state["replay"])
         self.env_steps, self.episodes = int(state["env_steps"]), int(state["episodes"])
-        self.updates, self.update_credit = int(state["updates"]), float(state["update_credit"])
+        self.updates = int(state["updates"])
+        if "replay" not in state:  # an exported (inference) copy keeps only the counters
+            return
+        self.replay.load_state_dict(state["replay"])
+        self.update_credit = float(state["update_credit"])
         self._gen.set_state(state["replay_generator"])
         torch.set_rng_state(state["torch_rng"])
         if self.env is not None and state.get("env") is not None:

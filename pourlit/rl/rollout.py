@@ -117,9 +117,7 @@ class SkillRolloutCallback(L.Callback):
         obs = self.obs
         decision = self.clock == 0
         if decision.any():
-            s = obs[decision]
-            dist = module.behaviour_dist(s, warmup=use_prior)
-            self.z[decision] = module.space.action_scale * torch.tanh(dist.rsample())
+            self.z[decision] = module.act(obs[decision], "sampled", warmup=use_prior)
         actions = module.low_level(obs, self.z)
         next_obs, reward, term, trunc, info = module.env.step(actions)
         dev = module.device

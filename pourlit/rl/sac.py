@@ -30,27 +30,34 @@ _LOG_2 = math.log(2.0)
 # -- tanh-squashed Gaussian policy ------------------------------------------------------------
 
 
-def squashed_log_prob(dist: DiagGaussian, u: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Log density of ``a = scale * tanh(u)`` by change of variables, summed over the last dim:
+def squashed_log_prob(
+    dist: DiagGaussian, u: torch.Tensor, scale: float = 1.0, width: float = 1.0
+) -> torch.Tensor:
+    """Log density of ``a = scale * tanh(u / width)`` by change of variables, summed over the
+    last dim:
 
-    ``log pi(a) = sum_i [log N(u_i; mu_i, sigma_i) - log m - 2 (log 2 - u_i - softplus(-2 u_i))]``
+    ``log pi(a) = sum_i [log N(u_i; mu_i, sigma_i) - log(m / c) - 2 (log 2 - v_i - softplus(-2 v_i))]``
 
-    with action range ``m = scale``, using the stable identity
-    ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2 u))``.
+    with action range ``m = scale``, width ``c = width`` and ``v = u / c``, using the stable
+    identity ``log(1 - tanh(v)^2) = 2 (log 2 - v - softplus(-2 v))``. SPiRL squashes with
+    c = 1; c = m makes the squash the identity near 0 (slope 1), so squashed prior samples stay
+    the prior's own skills wherever |z| << m.
     ``u``: (..., n) pre-tanh sample; returns (...,).
     """
-    log_det = math.log(scale) + 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
+    v = u / width
+    log_det = math.log(scale / width) + 2.0 * (_LOG_2 - v - F.softplus(-2.0 * v))
     return (dist.log_prob(u) - log_det).sum(dim=-1)
 
 
 def squashed_sample(
-    dist: DiagGaussian, scale: float = 1.0
+    dist: DiagGaussian, scale: float = 1.0, width: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reparameterised sample ``u ~ N(mu, sigma^2)``, ``a = scale * tanh(u)`` (SPiRL HL: scale =
-    m = 2). Returns ``(a (..., n), u (..., n), log pi(a) (...,))``; see ``squashed_log_prob``.
+    """Reparameterised sample ``u ~ N(mu, sigma^2)``, ``a = scale * tanh(u / width)`` (SPiRL
+    HL: scale = m = 2, width 1). Returns ``(a (..., n), u (..., n), log pi(a) (...,))``; see
+    ``squashed_log_prob``.
     """
     u = dist.rsample()
-    return scale * torch.tanh(u), u, squashed_log_prob(dist, u, scale)
+    return scale * torch.tanh(u / width), u, squashed_log_prob(dist, u, scale, width)
 
 
 # -- prior-regularised SAC ----------------------------------------------------------------------

@@ -252,6 +252,10 @@ def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
     if missing:
         raise ValueError(f"{src}: not a Lightning checkpoint with hyperparameters ({missing})")
     small = {k: ckpt[k] for k in keep if k in ckpt}
+    if "pourlit_rl" in ckpt:  # an RL checkpoint: its counters say how far it trained
+        small["pourlit_rl"] = {
+            k: ckpt["pourlit_rl"][k] for k in ("env_steps", "episodes", "updates")
+        }
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
     torch.save(small, tmp)

@@ -1,0 +1,50 @@
+"""Choosing a skill by its value: best-of-K candidates from the policy and the learned prior.
+
+A Gaussian prior fit to a multi-modal skill posterior covers its modes, so its samples
+include good and bad skills, and its mean can fall between modes (on the pouring task the
+prior's mean skill succeeds 0.07 of the time, its samples 0.6). Acting with the candidate
+the critic values most (best-of-N, as in IBRL's choice between the imitation and the RL
+actor) keeps the prior's good samples and drops its bad ones, and the executed behaviour
+cannot fall far below the prior's while the critic ranks its samples correctly.
+
+Shapes: K = candidates, B = states, d_s = state size, n_z = skill size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pourlit.skills.nets import DiagGaussian
+
+
+def squashed_samples(
+    dist: DiagGaussian,
+    k: int,
+    scale: float,
+    generator: torch.Generator | None = None,
+    width: float = 1.0,
+) -> torch.Tensor:
+    """``k`` agent actions per state, ``z_k = scale * tanh((mu + sigma * eps_k) / width)``,
+    eps_k ~ N(0, I) (drawn from ``generator``, else the global torch RNG). Parameters (B, n_z)
+    -> (k, B, n_z)."""
+    shape = (k, *dist.mu.shape)
+    eps = torch.randn(shape, generator=generator, device=dist.mu.device, dtype=dist.mu.dtype)
+    return scale * torch.tanh((dist.mu + dist.sigma * eps) / width)
+
+
+def best_by_q(
+    critic: torch.nn.Module, states: torch.Tensor, candidates: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z*(s_b) = argmax_k min_j Q_j(s_b, z_kb)``: the candidate with the highest pessimistic
+    (twin-minimum) value.
+
+    ``critic(states, z)`` returns (q1 (B,), q2 (B,)); ``states`` (B, d_s), ``candidates``
+    (K, B, n_z). Returns (z* (B, n_z), its value min_j Q_j (B,)).
+    """
+    k, b, n_z = candidates.shape
+    s = states.unsqueeze(0).expand(k, b, states.shape[-1]).reshape(k * b, -1)
+    q1, q2 = critic(s, candidates.reshape(k * b, n_z))
+    q = torch.min(q1, q2).view(k, b)
+    best = q.argmax(dim=0)  # (B,)
+    z = candidates.gather(0, best.view(1, b, 1).expand(1, b, n_z)).squeeze(0)
+    return z, q.gather(0, best.view(1, b)).squeeze(0)
