@@ -22,7 +22,8 @@ test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"
 
 # The whole pipeline at demo scale, from the default configs with smaller budgets (flags below):
-# expert demonstrations -> closed-loop skill prior -> SPiRL -> evaluation -> runs/<date>/report.md
+# expert demonstrations -> closed-loop skill prior -> RL (configs/rl/default.yaml) -> evaluation of
+# the best validation checkpoint on held-out seeds (sampled and mean skill) -> runs/<date>/report.md
 # (metrics table, learning_curve.png, policy.mp4). About 15 minutes on a 2-core CPU (BENCHMARKS.md).
 DEMO ?= runs/$(shell date +%Y-%m-%d)
 DEMO_EPISODES ?= 100
@@ -30,22 +31,22 @@ DEMO_SKILL_EPOCHS ?= 25
 DEMO_ENV_STEPS ?= 50000
 DEMO_WARMUP ?= 1000
 DEMO_EVAL ?= 20
+# An RL config's two checkpoint callbacks (last.ckpt, best.ckpt) moved to folder $(1)
+rl_callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "$(1)", "save_top_k": 1, "save_last": true, "enable_version_counter": false}}, {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "$(1)", "save_top_k": 1, "monitor": "val/success_rate", "mode": "max", "filename": "best", "enable_version_counter": false}}]
 DEMO_SKILL_CB := [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "$(DEMO)/skills/checkpoints", "save_top_k": 1, "save_last": true}}]
 demo: setup
 	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes $(DEMO_EPISODES) --num-envs 2 --out $(DEMO)/data --seed 0
 	$(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml --data.init_args.data_dir $(DEMO)/data \
 		--trainer.max_epochs $(DEMO_SKILL_EPOCHS) --trainer.default_root_dir $(DEMO)/skills \
 		--trainer.logger.init_args.save_dir $(DEMO)/skills --trainer.callbacks '$(DEMO_SKILL_CB)'
-	$(VENV)/bin/pourlit fit -c configs/rl/spirl_cl.yaml --model.init_args.skill_ckpt $(DEMO)/skills/checkpoints/last.ckpt \
+	$(VENV)/bin/pourlit fit -c configs/rl/default.yaml --model.init_args.skill_ckpt $(DEMO)/skills/checkpoints/last.ckpt \
 		--model.init_args.max_env_steps $(DEMO_ENV_STEPS) --model.init_args.warmup_transitions $(DEMO_WARMUP) \
-		--trainer.limit_train_batches 1000 --trainer.default_root_dir $(DEMO)/rl \
-		--trainer.logger.init_args.save_dir $(DEMO)/rl --trainer.callbacks.init_args.dirpath $(DEMO)/rl/checkpoints
-	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --video $(DEMO)/policy.mp4 --json $(DEMO)/eval_spirl.json
-	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --stochastic --json $(DEMO)/eval_spirl_stochastic.json
+		--trainer.limit_train_batches 1000 --model.init_args.eval_episodes 10 --trainer.default_root_dir $(DEMO)/rl \
+		--trainer.logger.init_args.save_dir $(DEMO)/rl --trainer.callbacks '$(call rl_callbacks,$(DEMO)/rl/checkpoints)'
+	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/best.ckpt --episodes $(DEMO_EVAL) --video $(DEMO)/policy.mp4 --json $(DEMO)/eval_rl.json
 	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/skills/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --json $(DEMO)/eval_prior.json
 	$(VENV)/bin/pourlit evaluate --policy expert --episodes $(DEMO_EVAL) --json $(DEMO)/eval_expert.json
-	$(VENV)/bin/pourlit report --run $(DEMO)/rl --eval SPiRL=$(DEMO)/eval_spirl.json \
-		--eval "SPiRL (sampled skills)"=$(DEMO)/eval_spirl_stochastic.json \
+	$(VENV)/bin/pourlit report --run $(DEMO)/rl --eval "RL (configs/rl/default.yaml)"=$(DEMO)/eval_rl.json \
 		--eval "skill prior (sampled skills)"=$(DEMO)/eval_prior.json --eval expert=$(DEMO)/eval_expert.json \
 		--video $(DEMO)/policy.mp4 --collect-summary $(DEMO)/data/summary.json -o $(DEMO)/report.md
 
@@ -86,7 +87,7 @@ checkpoints-rl: setup
 	rm -rf $(CKPT_BUILD)/rl
 	$(VENV)/bin/pourlit fit -c configs/rl/spirl_cl.yaml --model.init_args.max_env_steps 50000 \
 		--model.init_args.warmup_transitions 1000 --trainer.default_root_dir $(CKPT_BUILD)/rl \
-		--trainer.logger.init_args.save_dir $(CKPT_BUILD)/rl --trainer.callbacks.init_args.dirpath $(CKPT_BUILD)/rl/checkpoints
+		--trainer.logger.init_args.save_dir $(CKPT_BUILD)/rl --trainer.callbacks '$(call rl_callbacks,$(CKPT_BUILD)/rl/checkpoints)'
 	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/rl/checkpoints/last.ckpt', 'checkpoints/rl/spirl_cl.ckpt')"
 	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/rl/spirl_cl.ckpt --episodes 100 --json checkpoints/rl/spirl_cl.eval.json
 

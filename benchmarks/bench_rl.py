@@ -29,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+sys.path.insert(0, str(ROOT))
+from pourlit.lightning_cli import rl_checkpoint_callbacks  # noqa: E402
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -90,7 +92,7 @@ def _train(method: str, seed: int, budget: int, out: Path, warmup: int, extra: l
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run),
         "--trainer.logger.init_args.save_dir", str(run),
-        "--trainer.callbacks.init_args.dirpath", str(run / "checkpoints"),
+        "--trainer.callbacks", rl_checkpoint_callbacks(run / "checkpoints"),
         *extra,
     ]  # fmt: skip
     log = run.parent / f"seed{seed}.log"

@@ -94,3 +94,27 @@ def run(args: list[str] | None) -> None:
             args=args,
             save_config_kwargs={"overwrite": True},
         )
+
+
+def rl_checkpoint_callbacks(dirpath: str) -> str:
+    """The ``--trainer.callbacks`` value (JSON) that puts an RL config's two checkpoint
+    callbacks in ``dirpath``: last.ckpt (newest state, for resuming) and best.ckpt (best
+    ``val/success_rate``). ``--trainer.callbacks.init_args.dirpath`` would move only one."""
+    import json
+
+    ckpt = "lightning.pytorch.callbacks.ModelCheckpoint"
+    common = {"dirpath": str(dirpath), "save_top_k": 1, "enable_version_counter": False}
+    return json.dumps(
+        [
+            {"class_path": ckpt, "init_args": {**common, "save_last": True}},
+            {
+                "class_path": ckpt,
+                "init_args": {
+                    **common,
+                    "monitor": "val/success_rate",
+                    "mode": "max",
+                    "filename": "best",
+                },
+            },
+        ]
+    )

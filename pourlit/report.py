@@ -3,7 +3,7 @@
 Reads the CSVLogger files (``<run>/logs/version_*/metrics.csv``) that ``pourlit fit`` writes
 for the RL configs: training rows carry ``env_steps`` and the running ``train/success_rate``
 and ``train/return`` of the epoch's finished episodes; validation rows carry
-``val/env_steps`` and the deterministic evaluation metrics.
+``val/env_steps`` and the validation episodes' metrics (``eval_mode``, seeds ``eval_seed``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def smooth(points: list[tuple[float, float]], window: int = 10) -> list[tuple[fl
 
 def plot_curves(runs: dict[str, str | Path], out: str | Path, title: str = "") -> Path:
     """One PNG with success rate and return vs env steps for each labelled run (training
-    episodes smoothed as lines, deterministic evaluations as markers)."""
+    episodes smoothed as lines, validation episodes as markers)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,11 +110,12 @@ def write_report(
     notes: str = "",
 ) -> Path:
     """Write ``out`` (markdown) next to ``learning_curve.png``: the evaluation metrics table
-    (one row per labelled evaluation JSON of ``pourlit evaluate --json``), the learning curve
+    (one row per labelled evaluation JSON of ``pourlit evaluate --json``, plus its mean-skill
+    row when it has one), the learning curve
     of ``run``, the demonstrations' summary and a link to the policy video."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    png = plot_curves({"SPiRL": run}, out.parent / "learning_curve.png", "pourlit RL run")
+    png = plot_curves({"RL": run}, out.parent / "learning_curve.png", "pourlit RL run")
     cols = (
         "success_rate", "mean_poured_fraction", "mean_spilled_fraction", "mean_return",
         "episode_length", "episodes", "seed", "reward",
@@ -131,7 +132,11 @@ def write_report(
     ]
     for label, path in evaluations.items():
         res = json.loads(Path(path).read_text())
-        lines.append(f"| {label} | " + " | ".join(_fmt(res.get(c, "")) for c in cols) + " |")
+        rows = [(label, res)]
+        if isinstance(res.get("mean_skill"), dict):  # pourlit evaluate --mode both
+            rows.append((f"{label}, mean skill", {**res, **res["mean_skill"]}))
+        for name, r in rows:
+            lines.append(f"| {name} | " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
     curves = read_curves(run)
     steps = max((x for v in curves.values() for x, _ in v), default=0)
     lines += ["", "## Learning curve", "", f"![learning curve]({png.name})", ""]

@@ -14,6 +14,7 @@ from skill_fixtures import write_dataset
 
 from pourlit.cli import main
 from pourlit.evaluate import checkpoint_kind
+from pourlit.lightning_cli import rl_checkpoint_callbacks
 from pourlit.rl import HierarchicalSACModule
 from pourlit.skills.action_prior import ActionPriorModule, load_action_prior, pre_tanh
 
@@ -117,7 +118,7 @@ def test_cli_fit_flat_rl_config(tmp_path: Path, fitted: Path, config: str) -> No
         "--trainer.max_steps", "12", "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run),
         "--trainer.logger.init_args.save_dir", str(run),
-        "--trainer.callbacks.init_args.dirpath", str(run / "checkpoints"),
+        "--trainer.callbacks", rl_checkpoint_callbacks(run / "checkpoints"),
         "--model.init_args.warmup_transitions", "6", "--model.init_args.batch_size", "8",
         "--model.init_args.env", json.dumps({"max_episode_steps": 10, "reward": "shaped"}),
     ]  # fmt: skip
@@ -144,5 +145,6 @@ def test_cli_fit_flat_rl_config(tmp_path: Path, fitted: Path, config: str) -> No
         if config != "sac":
             moved.rename(fitted)
     result = json.loads(report.read_text())
-    assert result["policy"] == "flat_sac (deterministic)" and result["episodes"] == 2
+    assert result["policy"] == "flat_sac (sampled)" and result["episodes"] == 2
+    assert result["mean_skill"]["episodes"] == 2  # the mean action, on the same seeds
     assert result["reward"] == "shaped"

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pourlit.cli import main
+from pourlit.lightning_cli import rl_checkpoint_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,14 +41,15 @@ def test_collect_fit_rl_evaluate_report(tmp_path: Path) -> None:
     skill_ckpt = skills / "checkpoints/last.ckpt"
 
     fit_rl = [
-        "fit", "-c", str(ROOT / "configs/rl/spirl_cl.yaml"),
+        "fit", "-c", str(ROOT / "configs/rl/default.yaml"),
         "--model.init_args.skill_ckpt", str(skill_ckpt),
+        "--model.init_args.critic_warmup_updates", "100",  # skill selection for the last 200
         "--model.init_args.warmup_transitions", "60", "--model.init_args.batch_size", "64",
         "--model.init_args.eval_episodes", "2", "--model.init_args.max_env_steps", "100000",
         "--trainer.max_steps", "300", "--trainer.limit_train_batches", "200",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(rl),
         "--trainer.logger.init_args.save_dir", str(rl),
-        "--trainer.callbacks.init_args.dirpath", str(rl / "checkpoints"),
+        "--trainer.callbacks", rl_checkpoint_callbacks(rl / "checkpoints"),
     ]  # fmt: skip
     assert main(fit_rl) == 0
     last = rl / "checkpoints/last.ckpt"
@@ -55,18 +57,24 @@ def test_collect_fit_rl_evaluate_report(tmp_path: Path) -> None:
     assert state["global_step"] == 300
     assert state["pourlit_rl"]["env_steps"] >= 10 * (60 + 300) - 20  # H = 10 env steps each
 
+    assert state["pourlit_rl"]["updates"] == 300 and state["hyper_parameters"]["q_select"] == 4
+    best = rl / "checkpoints/best.ckpt"  # the best validation success (seeds 20000)
+    assert torch.load(best, map_location="cpu", weights_only=False)["global_step"] <= 300
+
     ev = tmp_path / "eval.json"
     video = tmp_path / "policy.mp4"
-    cmd = ["evaluate", "--ckpt", str(last), "--episodes", "2", "-q"]
+    cmd = ["evaluate", "--ckpt", str(best), "--episodes", "2", "-q"]
     assert main([*cmd, "--json", str(ev), "--video", str(video)]) == 0
     assert video.stat().st_size > 1000
 
     report = tmp_path / "out/report.md"
-    cmd = ["report", "--run", str(rl), "--eval", f"SPiRL={ev}", "--video", str(video)]
+    cmd = ["report", "--run", str(rl), "--eval", f"RL={ev}", "--video", str(video)]
     assert main([*cmd, "--collect-summary", str(data / "summary.json"), "-o", str(report)]) == 0
     text = report.read_text()
     result = json.loads(ev.read_text())
-    assert f"| SPiRL | {result['success_rate']:.3f} |" in text
+    assert result["policy"] == "hierarchical_sac (sampled, best of 8 by Q)"
+    assert f"| RL | {result['success_rate']:.3f} |" in text
+    assert f"| RL, mean skill | {result['mean_skill']['success_rate']:.3f} |" in text
     assert "![learning curve](learning_curve.png)" in text and "policy.mp4" in text
     png = report.parent / "learning_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

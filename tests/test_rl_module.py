@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pourlit.cli import main
+from pourlit.lightning_cli import rl_checkpoint_callbacks
 from pourlit.rl import HierarchicalSACModule, TanhGaussianPolicy, TwinCritic
 from pourlit.skills.module import SkillPriorModule, load_skill_prior
 
@@ -182,7 +183,7 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
     assert mean["mean_return"] != result["mean_return"]  # other skills, other episodes
 
 
-@pytest.mark.parametrize("config", ["spirl_cl", "ssp"])
+@pytest.mark.parametrize("config", ["spirl_cl", "ssp", "default"])
 def test_cli_fit_rl_config(tmp_path: Path, config: str) -> None:
     run = tmp_path / "run"
     args = [
@@ -197,8 +198,8 @@ def test_cli_fit_rl_config(tmp_path: Path, config: str) -> None:
         str(run),
         "--trainer.logger.init_args.save_dir",
         str(run),
-        "--trainer.callbacks.init_args.dirpath",
-        str(run / "checkpoints"),
+        "--trainer.callbacks",
+        rl_checkpoint_callbacks(run / "checkpoints"),
         "--model.init_args.skill_ckpt",
         str(SKILL_CKPT),
         "--model.init_args.warmup_transitions",
