@@ -3,10 +3,10 @@
 High level (HL): a tanh-Gaussian policy over skills z = action_scale * tanh(u), regularised
 toward the learned prior q_hat(z | s) by D(s) = KL(pi(.|s) || q_hat(.|s)) with a temperature
 alpha tuned toward ``target_divergence``. Low level: the frozen closed-loop decoder of a skill
-checkpoint. Equations, defaults and update order: ../shared/design/spirl.md, section 2; the
+checkpoint. Equations, defaults and update order: docs/algorithm.md, sections 2-3; the
 math itself is in ``pourlit.rl.sac``.
 
-Lightning wiring (../shared/design/architecture.md, "Lightning usage"):
+Lightning wiring (docs/architecture.md):
 
 - ``automatic_optimization = False``; ``SkillRolloutCallback`` (added by
   ``configure_callbacks``) steps the env before every training batch; ``training_step`` does

@@ -1,4 +1,4 @@
-"""SPiRL's RL-stage math, one function per equation (../shared/design/spirl.md, sections 2-3).
+"""SPiRL's RL-stage math, one function per equation (docs/algorithm.md, section 2).
 
 Prior-regularised SAC at the high level (HL) over skills z = m * tanh(u), u ~ pi(.|s):
 

@@ -1,7 +1,7 @@
 """What the RL agent acts in: SPiRL's skill space, or the flat baselines' action space.
 
 Both give the SAC module the same small interface, so SPiRL, SSP, SAC, BC+SAC and the flat
-prior all run on one algorithm (../shared/design/spirl.md, section 3):
+prior all run on one algorithm (docs/algorithm.md, section 2):
 
     state_dim, latent_dim       sizes of s and of the agent's action (skill z or env action)
     horizon                     env steps per agent decision (H for skills, 1 for flat)

@@ -1,6 +1,6 @@
 """The flat baselines' one-step action prior p(a | s), learned from the demonstrations.
 
-One network serves two of the paper's baselines (../shared/design/spirl.md, section 3):
+One network serves two of the paper's baselines (docs/algorithm.md, section 2):
 
 - ``flat_prior``: flat SAC regularised toward p(a | s) by the KL-to-prior trick at the action
   level (delta = 1);

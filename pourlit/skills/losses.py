@@ -1,4 +1,4 @@
-"""SPiRL's skill-learning losses, one function per equation (../shared/design/spirl.md, 1).
+"""SPiRL's skill-learning losses, one function per equation (docs/algorithm.md, 1).
 
 Total: ``L = L_rec + beta * L_kl + L_prior`` with the reference code's reductions.
 """

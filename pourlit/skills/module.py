@@ -2,7 +2,7 @@
 
 Closed-loop SPiRL (default): encoder q(z | s, a), decoder a_t = f(s_t, z), learned prior
 q_hat(z | s_0). Open-loop SPiRL (``variant="open_loop"``): encoder on actions only and an
-LSTM decoder that emits the whole skill from z. Losses and defaults: ../shared/design/spirl.md.
+LSTM decoder that emits the whole skill from z. Losses and defaults: docs/algorithm.md, section 1.
 """
 
 from __future__ import annotations
