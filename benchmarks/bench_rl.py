@@ -53,8 +53,10 @@ def throughput(args: argparse.Namespace) -> None:
             self.marks.append((time.perf_counter(), module.updates, module.env_steps))
 
     common = dict(num_envs=2, warmup_transitions=args.warmup, eval_episodes=1)
+    skills = str(ROOT / "checkpoints/skills/spirl_cl.ckpt")
     setups = {
-        "spirl_cl (skills, H=10)": dict(skill_ckpt=str(ROOT / "checkpoints/skills/spirl_cl.ckpt")),
+        "spirl_cl (skills, H=10)": dict(skill_ckpt=skills),
+        "default (+ best of 8 by Q)": dict(skill_ckpt=skills, squash="prior", q_select=4),
         "sac (flat)": dict(prior="none", prior_init=False),
     }
     print(f"torch threads 1, num_envs 2, batch 256, {args.updates} updates after warmup")

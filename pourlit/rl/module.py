@@ -320,14 +320,21 @@ class HierarchicalSACModule(L.LightningModule):
         return int(hp.q_select) > 0 and self.updates >= max(1, int(hp.critic_warmup_updates))
 
     def skill_candidates(
-        self, states: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        states: torch.Tensor,
+        generator: torch.Generator | None = None,
+        pi: DiagGaussian | None = None,
+        prior: DiagGaussian | None = None,
     ) -> torch.Tensor:
         """(2K, B, n_z): K squashed samples of pi(.|s) then K of the learned prior (K of pi
-        only where there is no learned prior), K = ``q_select``."""
+        only where there is no learned prior), K = ``q_select``. ``pi`` / ``prior``: the two
+        distributions at ``states`` when the caller has them already."""
         k, scale, w = int(self.hparams.q_select), self.space.action_scale, self.squash_width
-        parts = [squashed_samples(self.policy(states), k, scale, generator, w)]
+        pi = self.policy(states) if pi is None else pi
+        parts = [squashed_samples(pi, k, scale, generator, w)]
         if self.space.prior is not None:
-            parts.append(squashed_samples(self.space.prior_dist(states), k, scale, generator, w))
+            prior = self.space.prior_dist(states) if prior is None else prior
+            parts.append(squashed_samples(prior, k, scale, generator, w))
         return torch.cat(parts)
 
     @torch.no_grad()
@@ -445,14 +452,20 @@ class HierarchicalSACModule(L.LightningModule):
         return None
 
     def regulariser(
-        self, dist: DiagGaussian, log_prob: torch.Tensor, states: torch.Tensor
+        self,
+        dist: DiagGaussian,
+        log_prob: torch.Tensor,
+        states: torch.Tensor,
+        prior: DiagGaussian | None = None,
     ) -> torch.Tensor:
         """Per-state (B,) term that alpha weighs: D(s) = KL(pi || prior) for ``prior`` learned /
-        unit, or log pi(a | s) of the sampled action for ``prior="none"`` (plain SAC)."""
+        unit, or log pi(a | s) of the sampled action for ``prior="none"`` (plain SAC).
+        ``prior``: ``prior_dist(states)`` when the caller has it already."""
         hp = self.hparams
         if hp.prior == "none":
             return log_prob
-        return prior_divergence(dist, self.prior_dist(states), hp.analytic_divergence)
+        prior = self.prior_dist(states) if prior is None else prior
+        return prior_divergence(dist, prior, hp.analytic_divergence)
 
     def temperature_loss(self, reg: torch.Tensor) -> torch.Tensor:
         hp = self.hparams
@@ -498,9 +511,11 @@ class HierarchicalSACModule(L.LightningModule):
         with torch.no_grad():
             pi2 = self.policy(s2)
             z2, _, logp2 = squashed_sample(pi2, scale, self.squash_width)
-            reg2 = self.regulariser(pi2, logp2, s2)
+            prior2 = self.prior_dist(s2) if hp.prior != "none" else None
+            reg2 = self.regulariser(pi2, logp2, s2, prior2)
             if int(hp.q_select) > 0 and learn_policy:
-                cands = torch.cat([z2.unsqueeze(0), self.skill_candidates(s2)])
+                q_prior = prior2 if hp.prior == "learned" else None  # else: from the space
+                cands = torch.cat([z2.unsqueeze(0), self.skill_candidates(s2, None, pi2, q_prior)])
                 z2 = best_by_q(self.critic_target, s2, cands)[0]
             tq1, tq2 = self.critic_target(s2, z2)
             y = critic_target(r, term, tq1, tq2, reg2, alpha, hp.gamma, hp.reward_scale)
