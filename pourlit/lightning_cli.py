@@ -59,24 +59,11 @@ def _gives_data(args: list[str]) -> bool:
     return not _config_paths(args)  # no config at all: the skills CLI (its --help)
 
 
-def _limit_torch_threads() -> None:
-    """pourlit's networks are small (128-wide MLPs/LSTMs, batches of 64-512): intra-op threads
-    gain little, and when another process holds a core their spin-waits make every step up to
-    100x slower (measured: 28 ms vs 2.6 s per skill step on 2 busy cores). Default to one
-    thread; ``POURLIT_TORCH_THREADS=N`` overrides."""
-    import os
-
-    import torch
-
-    torch.set_num_threads(max(1, int(os.environ.get("POURLIT_TORCH_THREADS", "1"))))
-
-
 def run(args: list[str] | None) -> None:
     """Run LightningCLI with ``args`` (e.g. ``["fit", "-c", "configs/skills/spirl_cl.yaml"]``;
     None reads ``sys.argv``)."""
     import sys
 
-    _limit_torch_threads()
     if _gives_data(list(sys.argv[1:] if args is None else args)):
         PourlitCLI(
             L.LightningModule,
