@@ -96,7 +96,7 @@ class HierarchicalPolicy:
         if self.mode == "mean":
             return "mean skill"
         k = int(self.module.hparams.q_select)
-        if k == 0:
+        if k == 0 or not self.module.selecting:  # selection off, or before the critic warmup ended
             return "sampled"
         n = 2 * k if self.module.space.prior is not None else k
         return f"sampled, best of {n} by Q"

@@ -313,10 +313,11 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
         assert torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"])
 
 
-def test_shipped_rl_checkpoint_loads_and_acts() -> None:
+@pytest.mark.parametrize("name", ["spirl_cl", "default"])
+def test_shipped_rl_checkpoint_loads_and_acts(name: str) -> None:
     from pourlit.evaluate import HierarchicalPolicy, checkpoint_kind
 
-    path = ROOT / "checkpoints/rl/spirl_cl.ckpt"
+    path = ROOT / f"checkpoints/rl/{name}.ckpt"
     assert checkpoint_kind(path) == "rl"
     assert path.stat().st_size < 8_000_000  # weights only: no replay buffer, no optimisers
     policy = HierarchicalPolicy.from_checkpoint(path, num_envs=2)
@@ -328,6 +329,13 @@ def test_shipped_rl_checkpoint_loads_and_acts() -> None:
     assert a.shape == (2, 7) and a.abs().max() <= 1.0
     z = policy.module.act(s, "mean")
     assert z.abs().max() < 2.0  # skills in the tanh range m = 2
+    hp, m = policy.module.hparams, policy.module
+    if name == "default":  # the validation-best checkpoint of configs/rl/default.yaml, seed 0
+        assert hp.squash == "prior" and hp.q_select == 4 and m.env_steps <= 50_000
+        # exported with its counters: whether it selects skills by Q is known without replay
+        assert m.selecting == (m.updates >= hp.critic_warmup_updates) and m.updates > 0
+    evaluation = json.loads(path.with_suffix(".eval.json").read_text())
+    assert evaluation["seed"] == 10_000 and evaluation["episodes"] == 100
 
 
 def test_critic_warmup_trains_only_the_critic(tmp_path: Path) -> None:
