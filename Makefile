@@ -24,7 +24,7 @@ test-fast: setup
 # The whole pipeline at demo scale, from the default configs with smaller budgets (flags below):
 # expert demonstrations -> closed-loop skill prior -> RL (configs/rl/default.yaml) -> evaluation of
 # the best validation checkpoint on held-out seeds (sampled and mean skill) -> runs/<date>/report.md
-# (metrics table, learning_curve.png, policy.mp4). About 15 minutes on a 2-core CPU (BENCHMARKS.md).
+# (metrics table, learning_curve.png, policy.mp4). About 10 minutes on a 2-core CPU (BENCHMARKS.md).
 DEMO ?= runs/$(shell date +%Y-%m-%d)
 DEMO_EPISODES ?= 100
 DEMO_SKILL_EPOCHS ?= 25
