@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="roll out a policy on held-out seeds, print metrics")
     e.add_argument(
-        "--ckpt", help="RL checkpoint (deterministic skills) or skill checkpoint (prior rollouts)"
+        "--ckpt",
+        help="RL checkpoint (see --mode), skill checkpoint (prior rollouts) or action-prior checkpoint (BC)",
     )
     e.add_argument("--policy", choices=("auto", "expert"), default="auto")
     e.add_argument("--episodes", type=int, default=50)

@@ -133,14 +133,19 @@ class BCPolicy:
 
 def checkpoint_kind(ckpt: str | Path) -> str:
     """``rl`` for a (hierarchical) SAC checkpoint, ``skill`` for a skill-prior one,
-    ``action_prior`` for a flat action-prior / BC one."""
+    ``action_prior`` for a flat action-prior / BC one: the ``pourlit_kind`` that every
+    checkpoint pourlit writes records, or, for checkpoints from before 2026-12-02 (the shipped
+    skill and action priors), what their hyperparameter names say."""
     p = Path(ckpt)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: checkpoint not found")
     try:
-        hp = torch.load(p, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+        ckpt_dict = torch.load(p, map_location="cpu", weights_only=False)
+        hp = ckpt_dict.get("hyper_parameters", {})
     except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
         raise ValueError(f"{p}: not a pourlit checkpoint ({type(e).__name__})") from e
+    if ckpt_dict.get("pourlit_kind") in ("rl", "skill", "action_prior"):
+        return ckpt_dict["pourlit_kind"]
     if "skill_ckpt" in hp:
         return "rl"
     if "variant" in hp:

@@ -90,6 +90,8 @@ def test_cli_fit_learns_and_checkpoint_loads(fitted: Path) -> None:
     assert prior.env_config is not None and prior.env_config["max_episode_steps"] == 30
     assert not torch.equal(prior.state_mean, torch.zeros(50))  # adopted the data's statistics
     assert checkpoint_kind(fitted) == "action_prior"
+    kind = torch.load(fitted, map_location="cpu", weights_only=False)["pourlit_kind"]
+    assert kind == "action_prior"  # recorded, not guessed
     with pytest.raises(ValueError, match="not a pourlit action-prior checkpoint"):
         load_action_prior(ROOT / "checkpoints/skills/spirl_cl.ckpt")
 

@@ -160,10 +160,13 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
     out = _trainer(tmp_path).validate(m, verbose=False)[0]
     assert set(out) >= {"val/success_rate", "val/poured_fraction", "val/return"}
 
-    # pourlit evaluate recognises the RL checkpoint and rolls out its deterministic skills
+    # pourlit evaluate recognises the RL checkpoint (it records its kind; the shipped skill
+    # checkpoint predates that and is recognised by its hyperparameters) and rolls it out
     from pourlit.cli import main as cli_main
     from pourlit.evaluate import checkpoint_kind
 
+    assert torch.load(path, map_location="cpu", weights_only=False)["pourlit_kind"] == "rl"
+    assert "pourlit_kind" not in torch.load(SKILL_CKPT, map_location="cpu", weights_only=False)
     assert checkpoint_kind(path) == "rl" and checkpoint_kind(SKILL_CKPT) == "skill"
     report = tmp_path / "eval.json"
     assert (

@@ -577,6 +577,7 @@ def test_exported_checkpoint_is_smaller_and_loads_the_same(
     full, small = load_ckpt(trained.ckpt), load_ckpt(out)
     assert "optimizer_states" in full and "optimizer_states" not in small
     assert "loops" not in small and small["global_step"] == full["global_step"]
+    assert full["pourlit_kind"] == small["pourlit_kind"] == "skill"  # the kind travels along
     assert out.stat().st_size < 0.6 * trained.ckpt.stat().st_size
     states, z = fixed_inputs()
     a, b = load_skill_prior(trained.ckpt), load_skill_prior(out)

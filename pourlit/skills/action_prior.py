@@ -17,6 +17,7 @@ often saturated at +-1; eps = 1e-3 maps those to +-3.8). The network is the skil
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -131,6 +132,9 @@ class ActionPriorModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         adopt_data_stats(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["pourlit_kind"] = "action_prior"  # pourlit.evaluate.checkpoint_kind
 
 
 class ActionPrior(FrozenPrior):

@@ -209,8 +209,10 @@ class SkillPriorModule(L.LightningModule):
         adopt_data_stats(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Save RNG states (z sampling) so a resumed run continues bit-for-bit."""
+        """Save RNG states (z sampling) so a resumed run continues bit-for-bit, and the
+        checkpoint's kind (``pourlit.evaluate.checkpoint_kind``)."""
         checkpoint["pourlit_rng"] = {"torch": torch.get_rng_state()}
+        checkpoint["pourlit_kind"] = "skill"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         rng = checkpoint.get("pourlit_rng")
@@ -251,6 +253,7 @@ def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
     missing = [k for k in ("state_dict", "hyper_parameters") if k not in ckpt]
     if missing:
         raise ValueError(f"{src}: not a Lightning checkpoint with hyperparameters ({missing})")
+    keep += ("pourlit_kind",)
     small = {k: ckpt[k] for k in keep if k in ckpt}
     if "pourlit_rl" in ckpt:  # an RL checkpoint: its counters say how far it trained
         small["pourlit_rl"] = {
