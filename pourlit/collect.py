@@ -62,8 +62,14 @@ class CollectConfig:
             raise ConfigError(f"action_noise must be >= 0, got {self.action_noise}")
 
     def env_config(self) -> EnvConfig:
+        env_n = (self.env or {}).get("num_envs")
+        if env_n is not None and env_n != self.num_envs:
+            raise ConfigError(
+                f"num_envs given twice ({self.num_envs} and env.num_envs {env_n}): "
+                "give it once, as num_envs (or --num-envs)"
+            )
         try:
-            return EnvConfig.from_dict({**self.env, "num_envs": self.num_envs})
+            return EnvConfig.merged(self.env, num_envs=self.num_envs)
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from e
 

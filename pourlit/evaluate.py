@@ -262,7 +262,7 @@ def evaluate(
             raise ValueError("give --ckpt PATH or --policy expert")
         kind = checkpoint_kind(ckpt)
     if kind == "expert":
-        env = PouringVecEnv(EnvConfig.from_dict({**env_dict, "num_envs": num_envs}))
+        env = PouringVecEnv(EnvConfig.merged(env_dict, num_envs=num_envs))
         pol = ExpertPolicy(env, seed=seed)
         call, begin = pol, pol.begin
     elif kind == "rl":
@@ -270,7 +270,7 @@ def evaluate(
             ckpt, num_envs, "mean" if mode == "mean" else "sampled", seed
         )
         base = hl.module._env_config(num_envs).to_dict()
-        env = PouringVecEnv(EnvConfig.from_dict({**base, **env_dict, "num_envs": num_envs}))
+        env = PouringVecEnv(EnvConfig.merged(base, env_dict, num_envs=num_envs))
         call, begin = hl, hl.begin
     else:
         if ckpt is None:
@@ -279,7 +279,7 @@ def evaluate(
             BCPolicy(ckpt) if kind == "action_prior" else PriorPolicy(ckpt, num_envs, seed=seed)
         )
         stored = prior.skills.env_config or {}
-        env_cfg = EnvConfig.from_dict({**stored, **env_dict, "num_envs": num_envs})
+        env_cfg = EnvConfig.merged(stored, env_dict, num_envs=num_envs)
         env = PouringVecEnv(env_cfg)
         if env.obs_dim != prior.skills.state_dim or env.action_dim != prior.skills.action_dim:
             raise ValueError(

@@ -21,7 +21,7 @@ def env_for_episode(ep: Episode) -> PouringVecEnv:
             f"{ep.path}: no env_config/seed attributes (not written by pourlit collect); "
             "it can only be rendered from stored images"
         )
-    return PouringVecEnv(EnvConfig.from_dict({**cfg, "num_envs": 1}), autoreset=False)
+    return PouringVecEnv(EnvConfig.merged(cfg, num_envs=1), autoreset=False)
 
 
 def replay(ep: Episode, env: PouringVecEnv) -> Iterator[tuple[int, dict]]:

@@ -427,3 +427,12 @@ def test_scene_writes_compilable_mjcf(tmp_path) -> None:
     env_model = PouringVecEnv(EnvConfig()).model  # 32 spheres by default
     assert model.nq == env_model.nq + 3 * 8
     assert model.nbody == env_model.nbody + 8
+
+
+def test_num_envs_given_twice_is_an_error_not_a_silent_override(tmp_path: Path) -> None:
+    cfg = tmp_path / "twice.yaml"
+    cfg.write_text("num_envs: 2\nenv:\n  num_envs: 4\n")
+    out = tmp_path / "ds"
+    rc, _, err = run_cli(["collect", "-c", str(cfg), "--episodes", "1", "--out", str(out), "-q"])
+    assert rc == 2 and "num_envs given twice (2 and env.num_envs 4)" in one_error_line(err)
+    assert not out.exists() or rollouts(out) == []

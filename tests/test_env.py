@@ -317,5 +317,21 @@ def test_shaped_reward_is_the_per_step_gain_of_the_dense_potential() -> None:
     finally:
         dense.close()
         shaped.close()
-    with pytest.raises(ValueError, match="'dense', 'shaped' or 'sparse'"):
+    with pytest.raises(ValueError, match=r"env.reward must be one of \('dense', 'shaped', 'sparse'\)"):
         make_env(num_envs=1, reward="staged")
+
+
+def test_env_config_merged_layers_and_names_valid_modes() -> None:
+    """One builder for stored config + overrides + env count; later layers win."""
+    stored = {"reward": "dense", "max_episode_steps": 300, "num_envs": 8}
+    cfg = EnvConfig.merged(stored, None, {"reward": "shaped"}, num_envs=2)
+    assert (cfg.reward, cfg.max_episode_steps, cfg.num_envs) == ("shaped", 300, 2)
+    assert EnvConfig.merged(stored).num_envs == 8
+    with pytest.raises(
+        ValueError, match=r"env.reward must be one of \('dense', 'shaped', 'sparse'\)"
+    ):
+        EnvConfig.merged({"reward": "potential"})
+    with pytest.raises(ValueError, match=r"env.backend must be one of \('mujoco', 'mujoco_warp'\)"):
+        EnvConfig.merged({"backend": "isaac"})
+    with pytest.raises(ValueError, match="bogus"):
+        EnvConfig.merged({"bogus": 1})

@@ -370,7 +370,7 @@ class HierarchicalSACModule(L.LightningModule):
         from pourlit.sim.env import EnvConfig
 
         stored = dict(self.space.env_config or {})
-        return EnvConfig.from_dict({**stored, **(self.hparams.env or {}), "num_envs": num_envs})
+        return EnvConfig.merged(stored, self.hparams.env, num_envs=num_envs)
 
     def _build_env(self) -> Any:
         from pourlit.sim.env import PouringVecEnv

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pourlit.sim import task
-from pourlit.sim.backends import make_backend
+from pourlit.sim.backends import BACKENDS, make_backend
 from pourlit.sim.scene import (
     ARM_JOINTS,
     BOTTLE_GRASP_HEIGHT,
@@ -67,9 +67,7 @@ class EnvConfig:
     max_episode_steps: int = 500
     arm_step: float = 0.04  # rad of joint-target change per control step at |action| = 1
     gripper_step: float = 0.01  # m of jaw-target change per control step at |action| = 1
-    # "dense" (staged), "shaped" (per-step gain of the dense staged potential) or "sparse"
-    # (poured-fraction gain); see pourlit.sim.task
-    reward: str = "dense"
+    reward: str = "dense"  # one of pourlit.sim.task.REWARDS
     success_threshold: float = 0.8  # poured fraction needed for success
     max_joint_speed: float = 100.0  # |qvel| above this (rad/s or m/s) counts as unstable
 
@@ -78,12 +76,10 @@ class EnvConfig:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
         if self.control_substeps < 1 or self.max_episode_steps < 1:
             raise ValueError("control_substeps and max_episode_steps must be >= 1")
-        if self.reward not in ("dense", "shaped", "sparse"):
-            raise ValueError(f"reward must be 'dense', 'shaped' or 'sparse', got {self.reward!r}")
-        if self.backend not in ("mujoco", "mujoco_warp"):
-            raise ValueError(
-                f"backend must be 'mujoco' or 'mujoco_warp', got {self.backend!r} (env.backend)"
-            )
+        if self.reward not in task.REWARDS:
+            raise ValueError(f"env.reward must be one of {task.REWARDS}, got {self.reward!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"env.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.backend == "mujoco" and not str(self.device).startswith("cpu"):
             raise ValueError(
                 f"env.device {self.device!r} needs env.backend: mujoco_warp ('mujoco' is CPU only)"
@@ -93,6 +89,19 @@ class EnvConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def merged(cls, *layers: dict | None, num_envs: int | None = None) -> EnvConfig:
+        """The one way pourlit builds an env config from stored settings and overrides: the
+        dicts in ``layers`` (None skipped) are merged left to right, later keys winning (e.g.
+        a checkpoint's stored env config, then a run's ``env`` overrides), then ``num_envs``
+        when given; unknown keys and bad values raise ``ValueError`` naming them."""
+        d: dict = {}
+        for layer in layers:
+            d.update(layer or {})
+        if num_envs is not None:
+            d["num_envs"] = num_envs
+        return cls.from_dict(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> EnvConfig:

@@ -46,6 +46,10 @@ ACTION_NAMES: tuple[str, ...] = (
     "gripper_delta",
 )
 
+# Reward modes of the env: "dense" (the staged potential, paid every step), "shaped" (its
+# per-step gain, so a return telescopes to the final potential), "sparse" (poured-fraction gain)
+REWARDS: tuple[str, ...] = ("dense", "shaped", "sparse")
+
 SPILL_HEIGHT = 0.03  # a sphere outside both vessels and below this height (m) is spilled
 CUP_UPRIGHT_COS = math.cos(math.radians(30))
 BOTTLE_UPRIGHT_COS = math.cos(math.radians(30))
