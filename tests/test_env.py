@@ -317,7 +317,9 @@ def test_shaped_reward_is_the_per_step_gain_of_the_dense_potential() -> None:
     finally:
         dense.close()
         shaped.close()
-    with pytest.raises(ValueError, match=r"env.reward must be one of \('dense', 'shaped', 'sparse'\)"):
+    with pytest.raises(
+        ValueError, match=r"env.reward must be one of \('dense', 'shaped', 'sparse'\)"
+    ):
         make_env(num_envs=1, reward="staged")
 
 
