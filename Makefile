@@ -97,6 +97,7 @@ checkpoints-rl: setup
 lint: setup
 	$(VENV)/bin/ruff check pourlit tests benchmarks
 	$(VENV)/bin/ruff format --check pourlit tests benchmarks
+	$(VENV)/bin/lint-imports  # the architecture contract in pyproject.toml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

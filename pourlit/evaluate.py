@@ -1,41 +1,25 @@
 """``pourlit evaluate``: roll a policy out in the simulator on held-out seeds, report metrics.
 
-Policies: a skill checkpoint ("prior rollouts": every H steps draw z from the learned prior
-q_hat(z | s_t) and run the closed-loop decoder), or the scripted expert (``--policy expert``).
+Policies: an RL checkpoint (``pourlit.rl.acting.HierarchicalPolicy``), a skill checkpoint
+("prior rollouts": every H steps draw z from the learned prior q_hat(z | s_t) and run the
+closed-loop decoder), an action-prior checkpoint (BC), or the scripted expert (``--policy
+expert``). Episodes run in ``pourlit.sim.episodes.run_episodes``, which training's validation
+uses too.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from pourlit.rl.acting import HierarchicalPolicy
 from pourlit.sim.env import EnvConfig, PouringVecEnv
+from pourlit.sim.episodes import EpisodeStats, run_episodes
 
-
-@dataclass
-class EpisodeStats:
-    success: list[bool] = field(default_factory=list)
-    poured: list[float] = field(default_factory=list)
-    spilled: list[float] = field(default_factory=list)
-    returns: list[float] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-
-    def summary(self) -> dict[str, float]:
-        return {
-            "episodes": len(self.success),
-            "success_rate": float(np.mean(self.success)),
-            "mean_poured_fraction": float(np.mean(self.poured)),
-            "mean_spilled_fraction": float(np.mean(self.spilled)),
-            "mean_return": float(np.mean(self.returns)),
-            "episode_length": float(np.mean(self.lengths)),
-        }
+__all__ = ["EpisodeStats", "HierarchicalPolicy", "evaluate", "load_rl_policy", "run_episodes"]
 
 
 class PriorPolicy:
@@ -63,55 +47,17 @@ class PriorPolicy:
         return self.skills.decode(obs, self.z).clamp(-1.0, 1.0)
 
 
-class HierarchicalPolicy:
-    """A (hierarchical) SAC module acting: every H steps of each env's own skill clock a new
-    agent action from ``module.act`` in ``mode`` (``sampled``: a sample of pi, or with skill
-    selection the best candidate by Q; ``mean``: z = action_scale * tanh(mu(s))), then the
-    frozen low level (decoder) at every step. Used by the module's validation and by
-    ``pourlit evaluate`` on RL checkpoints."""
+def load_rl_policy(
+    ckpt: str | Path, num_envs: int, mode: str = "sampled", seed: int = 0
+) -> HierarchicalPolicy:
+    """A ``HierarchicalPolicy`` acting with the module of an RL checkpoint (on the CPU)."""
+    import contextvars
 
-    def __init__(self, module: Any, num_envs: int, mode: str = "sampled", seed: int = 0) -> None:
-        self.module = module
-        self.mode = mode
-        self.gen = torch.Generator(device=module.device).manual_seed(seed)
-        self.horizon = module.space.horizon
-        self.clock = np.zeros(num_envs, dtype=np.int64)
-        self.z = torch.zeros(num_envs, module.space.latent_dim, device=module.device)
+    from pourlit.rl.module import HierarchicalSACModule
 
-    @classmethod
-    def from_checkpoint(
-        cls, ckpt: str | Path, num_envs: int, mode: str = "sampled", seed: int = 0
-    ) -> HierarchicalPolicy:
-        import contextvars
-
-        from pourlit.rl.module import HierarchicalSACModule
-
-        load = HierarchicalSACModule.load_from_checkpoint
-        module = contextvars.Context().run(load, ckpt, map_location="cpu").eval()
-        return cls(module, num_envs, mode, seed)
-
-    @property
-    def name(self) -> str:
-        """How it acts, e.g. ``sampled, best of 8 by Q`` or ``mean skill``."""
-        if self.mode == "mean":
-            return "mean skill"
-        k = int(self.module.hparams.q_select)
-        if k == 0 or not self.module.selecting:  # selection off, or before the critic warmup ended
-            return "sampled"
-        n = 2 * k if self.module.space.prior is not None else k
-        return f"sampled, best of {n} by Q"
-
-    def begin(self, ids: np.ndarray) -> None:
-        self.clock[ids] = 0
-
-    @torch.no_grad()
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        obs = obs.to(self.module.device)
-        new = np.flatnonzero(self.clock % self.horizon == 0)
-        if len(new):
-            self.z[new] = self.module.act(obs[new], self.mode, generator=self.gen)
-        self.clock += 1
-        return self.module.low_level(obs, self.z).cpu()
+    load = HierarchicalSACModule.load_from_checkpoint
+    module = contextvars.Context().run(load, ckpt, map_location="cpu").eval()
+    return HierarchicalPolicy(module, num_envs, mode, seed)
 
 
 class BCPolicy:
@@ -171,64 +117,6 @@ class ExpertPolicy:
         return torch.as_tensor(self.expert.act(), dtype=torch.float32)
 
 
-def run_episodes(
-    env: PouringVecEnv,
-    policy: Callable[[torch.Tensor], torch.Tensor],
-    begin: Callable[[np.ndarray], None],
-    episodes: int,
-    seed: int,
-    video: str | Path | None = None,
-    progress: bool = True,
-) -> dict:
-    """Run ``episodes`` episodes (the first ``episodes`` to finish, from seeded resets)."""
-    stats = EpisodeStats()
-    obs = env.reset(seed=seed)
-    begin(np.arange(env.num_envs))
-    frames: list[np.ndarray] = []
-    renderer = None
-    if video is not None:
-        from pourlit.sim.render import Renderer
-
-        renderer = Renderer(env.model, 240, 320, "front")
-    start, steps = time.perf_counter(), 0
-    bar = tqdm(total=episodes, desc="evaluate", unit="ep", disable=not progress)
-    try:
-        while len(stats.success) < episodes:
-            if renderer is not None:
-                frames.append(renderer.frame(env.mj_data(0)))
-            obs, reward, term, trunc, info = env.step(policy(obs))
-            steps += env.num_envs
-            ended = np.flatnonzero((term | trunc).numpy())
-            for i in ended:
-                if len(stats.success) >= episodes:
-                    break
-                stats.success.append(bool(info["success"][i]))
-                stats.poured.append(float(info["poured_fraction"][i]))
-                stats.spilled.append(float(info["spilled_fraction"][i]))
-                stats.returns.append(float(info["episode_return"][i]))
-                stats.lengths.append(int(info["episode_step"][i]))
-                bar.update(1)
-                bar.set_postfix(success=f"{np.mean(stats.success):.2f}")
-                if renderer is not None and i == 0 and len(frames) > 0:
-                    renderer.close()
-                    renderer = None
-            if len(ended):
-                begin(ended)
-    finally:
-        bar.close()
-        if renderer is not None:
-            renderer.close()
-    wall = time.perf_counter() - start
-    result = stats.summary()
-    result["env_steps_per_s"] = round(steps / wall, 1)
-    if video is not None and frames:
-        from pourlit.sim.render import write_video
-
-        write_video(frames, video)
-        result["video"] = str(video)
-    return result
-
-
 def evaluate(
     ckpt: str | Path | None,
     policy: str = "auto",
@@ -266,9 +154,7 @@ def evaluate(
         pol = ExpertPolicy(env, seed=seed)
         call, begin = pol, pol.begin
     elif kind == "rl":
-        hl = HierarchicalPolicy.from_checkpoint(
-            ckpt, num_envs, "mean" if mode == "mean" else "sampled", seed
-        )
+        hl = load_rl_policy(ckpt, num_envs, "mean" if mode == "mean" else "sampled", seed)
         base = hl.module._env_config(num_envs).to_dict()
         env = PouringVecEnv(EnvConfig.merged(base, env_dict, num_envs=num_envs))
         call, begin = hl, hl.begin

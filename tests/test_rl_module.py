@@ -318,12 +318,12 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
 
 @pytest.mark.parametrize("name", ["spirl_cl", "default"])
 def test_shipped_rl_checkpoint_loads_and_acts(name: str) -> None:
-    from pourlit.evaluate import HierarchicalPolicy, checkpoint_kind
+    from pourlit.evaluate import checkpoint_kind, load_rl_policy
 
     path = ROOT / f"checkpoints/rl/{name}.ckpt"
     assert checkpoint_kind(path) == "rl"
     assert path.stat().st_size < 8_000_000  # weights only: no replay buffer, no optimisers
-    policy = HierarchicalPolicy.from_checkpoint(path, num_envs=2)
+    policy = load_rl_policy(path, num_envs=2)
     space = policy.module.space
     assert space.horizon == 10 and space.latent_dim == 10
     s = space.state_mean + space.state_std * torch.randn(2, space.state_dim)

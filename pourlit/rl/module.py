@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 from torchmetrics import MeanMetric
 
+from pourlit.rl.acting import HierarchicalPolicy
 from pourlit.rl.policies import TanhGaussianPolicy, TwinCritic
 from pourlit.rl.replay import ReplayBuffer
 from pourlit.rl.rollout import SkillRolloutCallback
@@ -572,8 +573,8 @@ class HierarchicalSACModule(L.LightningModule):
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        from pourlit.evaluate import HierarchicalPolicy, run_episodes
         from pourlit.sim.env import PouringVecEnv
+        from pourlit.sim.episodes import run_episodes
 
         if self._eval_env is None:
             self._eval_env = PouringVecEnv(self._env_config(int(self.hparams.num_envs)))

@@ -8,7 +8,6 @@ forward kinematics per environment so that the task can read body and site poses
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import mujoco
@@ -16,21 +15,9 @@ import mujoco.rollout
 import numpy as np
 import torch
 
+from pourlit.sim.kinematics import Kinematics
+
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
-
-
-@dataclass
-class Kinematics:
-    """Tensors a task reads after a step, leading dim N (environments), on the backend's device
-    (float64 on the CPU backend, float32 on MuJoCo Warp)."""
-
-    qpos: torch.Tensor  # (N, nq)
-    qvel: torch.Tensor  # (N, nv)
-    xpos: torch.Tensor  # (N, nbody, 3) body positions, world frame
-    xquat: torch.Tensor  # (N, nbody, 4) body orientations, wxyz
-    xmat: torch.Tensor  # (N, nbody, 3, 3) body rotation matrices (columns: body axes in world)
-    site_xpos: torch.Tensor  # (N, nsite, 3)
-    time: torch.Tensor  # (N,) simulated seconds since reset
 
 
 class MujocoCPUBackend:

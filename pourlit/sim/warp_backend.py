@@ -29,7 +29,7 @@ import mujoco
 import numpy as np
 import torch
 
-from pourlit.sim.backends import Kinematics
+from pourlit.sim.kinematics import Kinematics
 
 # MuJoCo Warp overflow bits that mean lost contacts or constraints (ITERATIONS is only the
 # solver's iteration limit and is not an error).
