@@ -259,7 +259,7 @@ class PouringVecEnv:
         info["episode_step"] = self.episode_step.clone()
         info["episode_seed"] = self._episode_seed_t.clone()
         done = terminated | truncated
-        if bool(done.any()):  # the one host sync per step
+        if bool(done.any()):  # a host sync every step (mujoco_warp adds its overflow check)
             ids_t = done.nonzero().flatten()
             ids = ids_t.cpu().numpy()
             self.stats["episodes"] += len(ids)

@@ -1,6 +1,6 @@
 """A gymnasium view of one pouring environment (numpy in and out, no auto-reset).
 
-env = gymnasium.make("pourlit/Pouring-v0")   # or PouringGymEnv(EnvConfig(...))
+env = PouringGymEnv(EnvConfig())   # not registered with gymnasium.make
 obs, info = env.reset(seed=0)
 obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
 """
