@@ -29,8 +29,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-sys.path.insert(0, str(ROOT))
-from pourlit.lightning_cli import rl_checkpoint_callbacks  # noqa: E402
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -84,6 +82,8 @@ SKILL_METHODS = ("spirl_cl", "ssp")  # one transition per H = 10 env steps; the 
 
 
 def _train(method: str, seed: int, budget: int, out: Path, warmup: int, extra: list[str]) -> Path:
+    from pourlit.lightning_cli import rl_checkpoint_callbacks
+
     run = out / method / f"seed{seed}"
     transitions = warmup // 10 if method in SKILL_METHODS else warmup
     cmd = [
@@ -94,7 +94,7 @@ def _train(method: str, seed: int, budget: int, out: Path, warmup: int, extra: l
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run),
         "--trainer.logger.init_args.save_dir", str(run),
-        "--trainer.callbacks", rl_checkpoint_callbacks(run / "checkpoints"),
+        "--trainer.callbacks", rl_checkpoint_callbacks(str(run / "checkpoints")),
         *extra,
     ]  # fmt: skip
     log = run.parent / f"seed{seed}.log"

@@ -17,9 +17,7 @@ import torch
 
 from pourlit.rl.acting import HierarchicalPolicy
 from pourlit.sim.env import EnvConfig, PouringVecEnv
-from pourlit.sim.episodes import EpisodeStats, run_episodes
-
-__all__ = ["EpisodeStats", "HierarchicalPolicy", "evaluate", "load_rl_policy", "run_episodes"]
+from pourlit.sim.episodes import run_episodes
 
 
 class PriorPolicy:

@@ -159,7 +159,7 @@ class HierarchicalSACModule(L.LightningModule):
             itself, and m tanh(u) doubles (m = 2) every small u: a policy copied from the
             prior then executes skills twice as far from the prior's mean as the prior's own
             samples (measured on the shipped prior, 30 validation episodes: prior samples 0.60
-            success, 2 tanh(prior samples) 0.41 in the training episodes). ``prior`` keeps the
+            success, 2 tanh(prior samples) 0.43, 2 tanh(prior samples / 2) 0.67). ``prior`` keeps the
             PI-initialised policy's skills the prior's own wherever |z| << m. Flat actions
             (m = 1) are the same under both.
         ckpt_hparams: filled in by the module itself: the hyperparameters of the skill / action
@@ -358,10 +358,7 @@ class HierarchicalSACModule(L.LightningModule):
             return scale * torch.tanh(self.policy(states).mu / w)
         if not warmup and self.selecting:  # (no update, no selection: warmup acts unselected)
             return best_by_q(self.critic, states, self.skill_candidates(states, generator))[0]
-        dist = self.behaviour_dist(states, warmup)
-        if generator is None:
-            return scale * torch.tanh(dist.rsample() / w)
-        return squashed_samples(dist, 1, scale, generator, w)[0]
+        return squashed_samples(self.behaviour_dist(states, warmup), 1, scale, generator, w)[0]
 
     def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Env actions (N, d_a) in [-1, 1] for states (N, d_s) and agent actions z (N, n_z)."""
@@ -514,7 +511,7 @@ class HierarchicalSACModule(L.LightningModule):
             z2, _, logp2 = squashed_sample(pi2, scale, self.squash_width)
             prior2 = self.prior_dist(s2) if hp.prior != "none" else None
             reg2 = self.regulariser(pi2, logp2, s2, prior2)
-            if int(hp.q_select) > 0 and learn_policy:
+            if self.selecting:  # bootstrap from the skill the agent would execute at s'
                 q_prior = prior2 if hp.prior == "learned" else None  # else: from the space
                 cands = torch.cat([z2.unsqueeze(0), self.skill_candidates(s2, None, pi2, q_prior)])
                 z2 = best_by_q(self.critic_target, s2, cands)[0]
