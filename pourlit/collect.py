@@ -3,10 +3,14 @@
 Shards by rank (``--rank/--world-size`` or the torch distributed variables ``RANK`` and
 ``WORLD_SIZE``): rank r writes only file indices i with ``i % world_size == r``, so several
 processes or machines can fill one folder without clashing, and a re-run continues numbering.
+Collectors started into one folder without ranks share it too (``pourlit.data.folder``): each
+records different episodes and takes the next free file name. ``summary.json`` covers every
+rollout file in the folder and every run that wrote there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -20,13 +24,8 @@ import torch
 from tqdm import tqdm
 
 from pourlit import __version__
-from pourlit.data.rollout import (
-    RolloutWriteError,
-    episode_indices,
-    next_free_index,
-    rollout_path,
-    write_episode,
-)
+from pourlit.data.folder import FolderLock, file_record, remove_stale_temps, update_summary
+from pourlit.data.rollout import next_free_index, rollout_path, write_episode
 from pourlit.expert.pour import ScriptedPourExpert
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 
@@ -130,15 +129,56 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     env_cfg = cfg.env_config()  # before touching the disk: a bad config creates nothing
     out = Path(cfg.out)
     _prepare_out_dir(out)
-    indices = episode_indices(out, cfg.rank, cfg.world_size)
+    lock = FolderLock(out)
+    slot = lock.claim_slot()
+    remove_stale_temps(out)  # left by a collector killed mid-write
     # A fresh folder is seeded by (seed, rank) alone; a run that continues a folder also mixes
-    # in its first file index, so re-running the same command adds new episodes, not copies.
+    # in its first file index, so re-running the same command adds new episodes, not copies,
+    # and a collector running beside others in the folder (slot > 0) mixes in its slot.
     first = next_free_index(out, cfg.rank, cfg.world_size)
     entropy = [cfg.seed, cfg.rank] if first == cfg.rank else [cfg.seed, cfg.rank, first]
+    if slot > 0:
+        entropy += [0x5107, slot]
     n = cfg.num_envs
     start = time.perf_counter()
     stats = {"attempted": 0, "written": 0, "success": 0, "poured": [], "spilled": [], "steps": 0}
-    env = PouringVecEnv(env_cfg)
+    run = {"id": f"{os.getpid()}-{time.time_ns()}", "status": "running", "slot": slot}
+    run |= {"rank": cfg.rank, "world_size": cfg.world_size, "seed": cfg.seed, "num_envs": n}
+
+    def run_record(status: str = "running") -> dict:
+        return {
+            **run,
+            "status": status,
+            "attempted": stats["attempted"],
+            "written": stats["written"],
+            "success": stats["success"],
+            "poured_sum": float(np.sum(stats["poured"])),
+            "spilled_sum": float(np.sum(stats["spilled"])),
+            "env_steps": stats["steps"],
+            "wall_seconds": round(time.perf_counter() - start, 2),
+            "config": asdict(cfg),
+            "pourlit_version": __version__,
+        }
+
+    def write_next(record: dict, **episode) -> None:
+        """Write the episode under this shard's next free name, then record it."""
+        while True:
+            path = rollout_path(out, next_free_index(out, cfg.rank, cfg.world_size))
+            try:
+                write_episode(path, **episode)
+                break
+            except FileExistsError:  # another collector took that name first
+                continue
+        stats["written"] += 1  # (only this writer thread counts it)
+        record["written"] = stats["written"]
+        update_summary(out, lock, records={path.name: file_record(path)}, run=record)
+
+    try:
+        update_summary(out, lock, run=run_record())  # also covers files a killed run left
+        env = PouringVecEnv(env_cfg)
+    except BaseException:
+        lock.close()
+        raise
     renderer = None
     # Files are written by one background thread, off the simulation's hot path (at 1000+
     # envs on a GPU many episodes end per step); its errors surface at the next step.
@@ -190,10 +230,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                     term = np.zeros(t, np.uint8)
                     trunc = np.zeros(t, np.uint8)
                     term[-1], trunc[-1] = bool(terminated[i]), bool(truncated[i])
-                    path = rollout_path(out, next(indices))
                     pending.append(writer.submit(
-                        write_episode,
-                        path,
+                        write_next,
+                        run_record(),
                         states=np.stack(b.states),
                         actions=np.stack(b.actions),
                         rewards=np.asarray(b.rewards, np.float32),
@@ -216,7 +255,6 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                             "image_camera": cfg.camera if cfg.images else "",
                         },
                     ))  # fmt: skip
-                    stats["written"] += 1
                 bufs[i] = _Buffer()
                 bar.update(1)
                 elapsed = time.perf_counter() - start
@@ -234,11 +272,19 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
         for f in pending:
             f.result()
         bar.close()
+        status = "finished"
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        raise
     finally:
         writer.shutdown(wait=True)  # files already queued are completed, even on an error
         if renderer is not None:
             renderer.close()
         env.close()
+        if status != "finished":
+            with contextlib.suppress(Exception):  # the error being raised is the one to report
+                update_summary(out, lock, run=run_record(status))
+            lock.close()
     wall = time.perf_counter() - start
     summary = {
         "episodes_attempted": stats["attempted"],
@@ -257,16 +303,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
         "pourlit_version": __version__,
         "config": asdict(cfg),
     }
-    name = "summary.json" if cfg.world_size == 1 else f"summary_rank{cfg.rank}.json"
-    _write_json_atomic(out / name, summary)
-    return summary
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise RolloutWriteError(f"{path}: could not write summary ({e.strerror or e})") from e
+        update_summary(out, lock, run=run_record("finished"))
+    finally:
+        lock.close()
+    return summary

@@ -196,7 +196,8 @@ def test_rank_flags_write_only_their_indices(short_config, tmp_path) -> None:
     rc, _, err = collect_short(short_config, out, *args)
     assert rc == 0, err
     assert rollouts(out) == ["rollout_00001.h5", "rollout_00003.h5"]
-    assert (out / "summary_rank1.json").is_file() and not (out / "summary.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["rank"], r["world_size"]) for r in summary["runs"]] == [(1, 2)]
     ep = read_episode(out / "rollout_00003.h5")
     assert (ep.attrs["rank"], ep.attrs["world_size"]) == (1, 2)
 
@@ -208,8 +209,8 @@ def test_rank_from_environment(short_config, tmp_path, monkeypatch) -> None:
     rc, _, err = collect_short(short_config, out, "--episodes", "1", "--num-envs", "1")
     assert rc == 0, err
     assert rollouts(out) == ["rollout_00002.h5"]
-    summary = json.loads((out / "summary_rank2.json").read_text())
-    assert (summary["rank"], summary["world_size"]) == (2, 3)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["rank"], r["world_size"]) for r in summary["runs"]] == [(2, 3)]
     # flags win over the environment
     rc, _, err = collect_short(short_config, out, "--episodes", "1", "--rank", "0")
     assert rc == 0, err
@@ -346,12 +347,16 @@ def test_disk_full_on_second_file(short_config, tmp_path, monkeypatch) -> None:
     monkeypatch.undo()
     assert opened["n"] == 2  # the failing write really started a (temporary) file
     assert rc == 1
-    assert "No space left" in one_error_line(err)
+    assert one_error_line(err) == (
+        f"pourlit: error: {out / 'rollout_00001.h5'}: no space left on device"
+    )
     assert rollouts(out) == ["rollout_00000.h5"]
     ep = read_episode(out / "rollout_00000.h5")
     assert ep.length == SHORT_STEPS and ep.states.shape == (SHORT_STEPS, 50)
     assert hidden(out) == []
-    assert not (out / "summary.json").exists()
+    summary = json.loads((out / "summary.json").read_text())  # covers the file written
+    assert list(summary["rollouts"]) == ["rollout_00000.h5"]
+    assert [(r["status"], r["written"]) for r in summary["runs"]] == [("failed", 1)]
 
 
 # -- inspect -----------------------------------------------------------------------------------
@@ -379,7 +384,7 @@ def test_inspect_lists_malformed_files(dataset, tmp_path) -> None:
 
 def test_inspect_missing_path(tmp_path) -> None:
     rc, _, err = run_cli(["inspect", str(tmp_path / "missing")])
-    assert rc == 1
+    assert rc == 2
     assert str(tmp_path / "missing") in one_error_line(err)
 
 

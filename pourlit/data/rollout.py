@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import importlib.metadata
+import io
 import itertools
 import json
 import os
@@ -261,10 +262,13 @@ def write_episode(
         raise FileExistsError(
             errno.EEXIST, "rollout file already exists, not overwriting", str(final)
         )
+    # The HDF5 file is built in memory and written with plain file writes: libhdf5 never
+    # touches the disk, so a full disk is an ordinary OSError here (libhdf5 itself crashed on
+    # ENOSPC, measured 2026-12-02), and the temporary file is removed.
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(tmp, "w") as f:
+        image = io.BytesIO()
+        with h5py.File(image, "w") as f:
             f.create_dataset("traj_per_file", data=1)
             grp = f.create_group("traj0")
             for name in ("states", "actions", "pad_mask", "rewards", "terminals", "truncated"):
@@ -272,13 +276,15 @@ def write_episode(
             grp.create_dataset("success", data=np.bool_(bool(success)))
             if "images" in data:
                 img = data["images"]
-                grp.create_dataset(
-                    "images", data=img, chunks=(1, *img.shape[1:]), compression="gzip"
-                )
+                chunks = (1, *img.shape[1:])
+                grp.create_dataset("images", data=img, chunks=chunks, compression="gzip")
             f.attrs.update(root_attrs)
             f.attrs[_JSON_ATTRS_KEY] = json.dumps(json_keys)
-            f.flush()
-        _fsync_path(tmp)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            out.write(image.getbuffer())
+            out.flush()
+            os.fsync(out.fileno())
         _publish(tmp, final)
         _fsync_path(final.parent, directory=True)
     except BaseException as exc:
@@ -289,6 +295,8 @@ def write_episode(
             ) from None
         if not isinstance(exc, Exception):
             raise
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise RolloutWriteError(f"{final}: no space left on device") from exc
         reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or (
             type(exc).__name__
         )
