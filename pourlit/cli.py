@@ -7,22 +7,41 @@
     pourlit fit|validate|test -c configs/skills/spirl_cl.yaml [--ckpt_path last]   (LightningCLI)
     pourlit evaluate --ckpt SKILL.ckpt --episodes 50 [--video out.mp4]
 
-Errors in what the user gave (config, paths, files) print one line ``pourlit: error: ...``
-and exit with status 2 (bad usage/config) or 1 (a failure while running).
+Errors print one line ``pourlit: error: <what and where>`` and exit with status 2 (what the
+user gave: config, paths, files) or 1 (a failure while running: a full disk); see
+``pourlit.errors``. ``POURLIT_DEBUG=1`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 
 def _env_int(name: str) -> int | None:
     v = os.environ.get(name)
     return int(v) if v not in (None, "") else None
+
+
+def check_output(path: str | Path | None, what: str = "output") -> None:
+    """Fail before any work if ``path`` cannot be written: its folder is created if missing and
+    must accept a new file. The file itself is not created."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{what} path is a folder", str(p))
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=f".{p.name}.check-"):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, f"{what} not writable ({e.strerror})", str(p)) from None
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
@@ -55,6 +74,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{path}: no such file or folder")
     summary = summarize(path)
     print(format_summary(summary))
+    if path.is_dir() and summary.files:
+        from pourlit.data.folder import SUMMARY_NAME, update_summary
+
+        try:  # bring the folder's summary.json up to date with its files (e.g. after a kill)
+            update_summary(path)
+        except OSError as e:
+            print(f"pourlit: warning: {path / SUMMARY_NAME} not refreshed: {e}", file=sys.stderr)
     if summary.files == 0:
         print(f"pourlit: error: {path}: no rollout_*.h5 files found", file=sys.stderr)
         return 1
@@ -64,6 +90,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from pourlit.replay import render_episode
 
+    check_output(args.output, "-o")
     info = render_episode(
         args.file,
         args.output,
@@ -79,6 +106,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pourlit.evaluate import evaluate
 
+    check_output(args.json, "--json")
+    check_output(args.video, "--video")
     result = evaluate(
         args.ckpt,
         policy=args.policy,
@@ -89,9 +118,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         mode=args.mode,
     )
+    print(json.dumps(result), flush=True)  # first: a failed write below loses nothing
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
     return 0
 
 
@@ -104,6 +133,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if not sep:
             raise ValueError(f"--eval {item!r}: expected LABEL=PATH.json")
         evals[label] = path
+    check_output(args.output, "-o")
     out = write_report(args.output, args.run, evals, args.video, args.collect_summary)
     print(f"wrote {out} and {out.parent / 'learning_curve.png'}")
     return 0
@@ -113,6 +143,7 @@ def _cmd_scene(args: argparse.Namespace) -> int:
     from pourlit.sim.scene import LiquidConfig, build_spec
 
     spec = build_spec(LiquidConfig(count=args.liquid_count, radius=args.liquid_radius))
+    check_output(args.output, "-o")
     spec.compile()
     out = Path(args.output)
     out.write_text(spec.to_xml())
@@ -220,21 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from pourlit.lightning_cli import run
 
-        run(argv if args_given else None)  # None: LightningCLI reads sys.argv itself
-        return 0
+        return run(argv if args_given else None)  # None: LightningCLI reads sys.argv itself
     parser = build_parser()
     args = parser.parse_args(argv)
-    from pourlit.collect import ConfigError
-    from pourlit.data.rollout import RolloutFormatError, RolloutWriteError
+    from pourlit.errors import debug, error_line, exit_code, reportable
 
     try:
         return args.func(args)
-    except (ConfigError, ValueError) as e:
-        print(f"pourlit: error: {e}", file=sys.stderr)
-        return 2
-    except (RolloutFormatError, RolloutWriteError, FileNotFoundError, OSError) as e:
-        print(f"pourlit: error: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        if debug() or not reportable(e):
+            raise
+        print(f"pourlit: error: {error_line(e)}", file=sys.stderr)
+        return exit_code(e)
     except KeyboardInterrupt:
         print("pourlit: interrupted; files written so far are complete", file=sys.stderr)
         return 130

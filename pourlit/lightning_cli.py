@@ -9,23 +9,124 @@ its own loaders. jsonargparse links cannot be made conditional, so ``run`` picks
 CLIs by whether the arguments give a data module (a ``data`` key in a ``-c/--config`` file or a
 ``--data...`` flag): ``PourlitCLI`` (data required, linked into the model) or ``PourlitRLCLI``
 (no data module, no links).
+
+Both add ``--run_dir DIR``: one flag that puts a whole run under DIR (``trainer.default_root_dir``,
+every logger's ``save_dir``, every ModelCheckpoint's ``dirpath`` = DIR/checkpoints, and so the
+config copy too), whatever folders the config names.
+
+Errors in what the user gave (an unknown or invalid option, a missing or malformed data file, an
+unwritable run folder, a full disk) end the command with one line ``pourlit: error: ...`` and
+exit status 2 (1 for a full disk); ``POURLIT_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
 import lightning as L
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from pourlit.errors import debug, error_line, exit_code, reportable
 
-class PourlitCLI(LightningCLI):
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint writes that never leave a partial file: the checkpoint is serialised in
+    memory, written to a hidden temporary file beside its target, fsynced and renamed over it.
+    A failed write (a full disk) removes the temporary file, keeps the previous file of that
+    name intact and raises an OSError naming the checkpoint's path."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        import io
+
+        import torch
+
+        final = Path(path)
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(buf.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise OSError(e.errno, e.strerror, str(final)) from e
+
+
+class _RunDirCLI(LightningCLI):
+    """LightningCLI with ``--run_dir`` (see the module docstring)."""
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help="put the whole run (logs, every checkpoint, the config copy) under this folder",
+        )
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
+            strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        run_dir = cfg.get("run_dir")
+        if run_dir:
+            move_run(cfg, run_dir)
+        _check_writable(cfg.trainer.get("default_root_dir") or ".")
+
+
+class PourlitCLI(_RunDirCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
         for name in ("state_dim", "action_dim", "env_config"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.link_arguments("data.init_args.horizon", "model.init_args.horizon")
 
 
-class PourlitRLCLI(LightningCLI):
+class PourlitRLCLI(_RunDirCLI):
     """LightningCLI for models without a data module (the RL stage): nothing is linked."""
+
+
+def _as_list(value: Any) -> list:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def move_run(cfg: Any, run_dir: str) -> None:
+    """Point a parsed config's run outputs at ``run_dir``: ``trainer.default_root_dir``, each
+    logger's ``save_dir`` and each ModelCheckpoint's ``dirpath`` (``run_dir/checkpoints``)."""
+    cfg.trainer.default_root_dir = str(run_dir)
+    for logger in _as_list(cfg.trainer.get("logger")):
+        if getattr(logger, "init_args", None) is not None and "save_dir" in logger.init_args:
+            logger.init_args.save_dir = str(run_dir)
+    for cb in _as_list(cfg.trainer.get("callbacks")):
+        if str(getattr(cb, "class_path", "")).endswith("ModelCheckpoint"):
+            cb.init_args.dirpath = str(Path(run_dir) / "checkpoints")
+
+
+def _check_writable(folder: str) -> None:
+    """Fail before any work if the run folder cannot be created or written."""
+    p = Path(folder)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(p)) from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "run folder is not writable", str(p))
 
 
 def _config_paths(args: list[str]) -> list[str]:
@@ -59,49 +160,25 @@ def _gives_data(args: list[str]) -> bool:
     return not _config_paths(args)  # no config at all: the skills CLI (its --help)
 
 
-def run(args: list[str] | None) -> None:
+def run(args: list[str] | None) -> int:
     """Run LightningCLI with ``args`` (e.g. ``["fit", "-c", "configs/skills/spirl_cl.yaml"]``;
-    None reads ``sys.argv``)."""
-    import sys
-
-    if _gives_data(list(sys.argv[1:] if args is None else args)):
-        PourlitCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            save_config_kwargs={"overwrite": True},
-        )
-    else:
-        PourlitRLCLI(
-            L.LightningModule,
-            None,
-            subclass_mode_model=True,
-            args=args,
-            save_config_kwargs={"overwrite": True},
-        )
-
-
-def rl_checkpoint_callbacks(dirpath: str) -> str:
-    """The ``--trainer.callbacks`` value (JSON) that puts an RL config's two checkpoint
-    callbacks in ``dirpath``: last.ckpt (newest state, for resuming) and best.ckpt (best
-    ``val/success_rate``). ``--trainer.callbacks.init_args.dirpath`` would move only one."""
-    import json
-
-    ckpt = "lightning.pytorch.callbacks.ModelCheckpoint"
-    common = {"dirpath": str(dirpath), "save_top_k": 1, "enable_version_counter": False}
-    return json.dumps(
-        [
-            {"class_path": ckpt, "init_args": {**common, "save_last": True}},
-            {
-                "class_path": ckpt,
-                "init_args": {
-                    **common,
-                    "monitor": "val/success_rate",
-                    "mode": "max",
-                    "filename": "best",
-                },
-            },
-        ]
-    )
+    None reads ``sys.argv``). Returns the exit status: 0, or 2 after printing a one-line error
+    (``pourlit.errors``) for a failure in what the user gave."""
+    argv = list(sys.argv[1:] if args is None else args)
+    kwargs: dict[str, Any] = {
+        "subclass_mode_model": True,
+        "args": args,
+        "save_config_kwargs": {"overwrite": True},
+        "parser_kwargs": {"exit_on_error": debug()},
+    }
+    try:
+        if _gives_data(argv):
+            PourlitCLI(L.LightningModule, L.LightningDataModule, subclass_mode_data=True, **kwargs)
+        else:
+            PourlitRLCLI(L.LightningModule, None, **kwargs)
+    except Exception as e:
+        if debug() or not reportable(e):
+            raise
+        print(f"pourlit: error: {error_line(e)}", file=sys.stderr)
+        return exit_code(e)
+    return 0

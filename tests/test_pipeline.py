@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from pourlit.cli import main
-from pourlit.lightning_cli import rl_checkpoint_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,9 +46,7 @@ def test_collect_fit_rl_evaluate_report(tmp_path: Path) -> None:
         "--model.init_args.warmup_transitions", "60", "--model.init_args.batch_size", "64",
         "--model.init_args.eval_episodes", "2", "--model.init_args.max_env_steps", "100000",
         "--trainer.max_steps", "300", "--trainer.limit_train_batches", "200",
-        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(rl),
-        "--trainer.logger.init_args.save_dir", str(rl),
-        "--trainer.callbacks", rl_checkpoint_callbacks(rl / "checkpoints"),
+        "--trainer.enable_progress_bar", "false", "--run_dir", str(rl),
     ]  # fmt: skip
     assert main(fit_rl) == 0
     last = rl / "checkpoints/last.ckpt"
@@ -95,5 +92,5 @@ def test_report_reads_training_and_validation_curves(tmp_path: Path) -> None:
     assert curves["train/success_rate"] == [(100.0, 0.0), (200.0, 0.5)]  # sorted by env steps
     assert curves["val/success_rate"] == [(250.0, 0.25)]
     assert smooth([(0, 0.0), (1, 1.0), (2, 2.0)], window=2) == [(0, 0.0), (1, 0.5), (2, 1.5)]
-    assert main(["report", "--run", str(tmp_path / "nothing"), "-o", str(tmp_path / "r.md")]) == 1
+    assert main(["report", "--run", str(tmp_path / "nothing"), "-o", str(tmp_path / "r.md")]) == 2
     assert main(["report", "--run", str(tmp_path), "--eval", "x.json", "-o", "r.md"]) == 2
