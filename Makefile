@@ -31,18 +31,14 @@ DEMO_SKILL_EPOCHS ?= 25
 DEMO_ENV_STEPS ?= 50000
 DEMO_WARMUP ?= 1000
 DEMO_EVAL ?= 20
-# An RL config's two checkpoint callbacks (last.ckpt, best.ckpt) moved to folder $(1)
-rl_callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "$(1)", "save_top_k": 1, "save_last": true, "enable_version_counter": false}}, {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "$(1)", "save_top_k": 1, "monitor": "val/success_rate", "mode": "max", "filename": "best", "enable_version_counter": false}}]
-DEMO_SKILL_CB := [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "$(DEMO)/skills/checkpoints", "save_top_k": 1, "save_last": true}}]
+# --run_dir DIR puts a whole run (logs, every checkpoint, the config copy) under DIR.
 demo: setup
 	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes $(DEMO_EPISODES) --num-envs 2 --out $(DEMO)/data --seed 0
 	$(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml --data.init_args.data_dir $(DEMO)/data \
-		--trainer.max_epochs $(DEMO_SKILL_EPOCHS) --trainer.default_root_dir $(DEMO)/skills \
-		--trainer.logger.init_args.save_dir $(DEMO)/skills --trainer.callbacks '$(DEMO_SKILL_CB)'
+		--trainer.max_epochs $(DEMO_SKILL_EPOCHS) --run_dir $(DEMO)/skills
 	$(VENV)/bin/pourlit fit -c configs/rl/default.yaml --model.init_args.skill_ckpt $(DEMO)/skills/checkpoints/last.ckpt \
 		--model.init_args.max_env_steps $(DEMO_ENV_STEPS) --model.init_args.warmup_transitions $(DEMO_WARMUP) \
-		--trainer.limit_train_batches 1000 --model.init_args.eval_episodes 10 --trainer.default_root_dir $(DEMO)/rl \
-		--trainer.logger.init_args.save_dir $(DEMO)/rl --trainer.callbacks '$(call rl_callbacks,$(DEMO)/rl/checkpoints)'
+		--trainer.limit_train_batches 1000 --model.init_args.eval_episodes 10 --run_dir $(DEMO)/rl
 	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/best.ckpt --episodes $(DEMO_EVAL) --video $(DEMO)/policy.mp4 --json $(DEMO)/eval_rl.json
 	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/skills/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --json $(DEMO)/eval_prior.json
 	$(VENV)/bin/pourlit evaluate --policy expert --episodes $(DEMO_EVAL) --json $(DEMO)/eval_expert.json
@@ -71,13 +67,11 @@ bench-rl: setup
 # Rebuild the shipped default checkpoints from scratch with the project's own commands
 # (200 expert episodes -> closed-loop SPiRL skill prior). Scratch data lives in runs/ckpt-build.
 CKPT_BUILD := runs/ckpt-build
-CKPT_CALLBACKS := [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "$(CKPT_BUILD)/skills/checkpoints", "save_top_k": 1, "save_last": true}}]
 checkpoints: setup
 	rm -rf $(CKPT_BUILD)
 	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes 200 --num-envs 2 --out $(CKPT_BUILD)/data --seed 0
 	$(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml --data.init_args.data_dir $(CKPT_BUILD)/data \
-		--trainer.default_root_dir $(CKPT_BUILD)/skills --trainer.logger.init_args.save_dir $(CKPT_BUILD)/skills \
-		--trainer.callbacks '$(CKPT_CALLBACKS)'
+		--run_dir $(CKPT_BUILD)/skills
 	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/skills/checkpoints/last.ckpt', 'checkpoints/skills/spirl_cl.ckpt')"
 	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/skills/spirl_cl.ckpt --episodes 50 --json checkpoints/skills/spirl_cl.eval.json
 
@@ -89,8 +83,7 @@ CKPT_RL_SEED ?= 0
 checkpoints-rl: setup
 	rm -rf $(CKPT_BUILD)/rl
 	$(VENV)/bin/pourlit fit -c configs/rl/default.yaml --model.init_args.max_env_steps $(CKPT_RL_STEPS) \
-		--model.init_args.seed $(CKPT_RL_SEED) --seed_everything $(CKPT_RL_SEED) --trainer.default_root_dir $(CKPT_BUILD)/rl \
-		--trainer.logger.init_args.save_dir $(CKPT_BUILD)/rl --trainer.callbacks '$(call rl_callbacks,$(CKPT_BUILD)/rl/checkpoints)'
+		--model.init_args.seed $(CKPT_RL_SEED) --seed_everything $(CKPT_RL_SEED) --run_dir $(CKPT_BUILD)/rl
 	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/rl/checkpoints/best.ckpt', 'checkpoints/rl/default.ckpt')"
 	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/rl/default.ckpt --episodes 100 --json checkpoints/rl/default.eval.json
 

@@ -82,8 +82,6 @@ SKILL_METHODS = ("spirl_cl", "ssp")  # one transition per H = 10 env steps; the 
 
 
 def _train(method: str, seed: int, budget: int, out: Path, warmup: int, extra: list[str]) -> Path:
-    from pourlit.lightning_cli import rl_checkpoint_callbacks
-
     run = out / method / f"seed{seed}"
     transitions = warmup // 10 if method in SKILL_METHODS else warmup
     cmd = [
@@ -92,9 +90,7 @@ def _train(method: str, seed: int, budget: int, out: Path, warmup: int, extra: l
         "--model.init_args.max_env_steps", str(budget),
         "--model.init_args.warmup_transitions", str(transitions),
         "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(run),
-        "--trainer.logger.init_args.save_dir", str(run),
-        "--trainer.callbacks", rl_checkpoint_callbacks(str(run / "checkpoints")),
+        "--run_dir", str(run),
         *extra,
     ]  # fmt: skip
     log = run.parent / f"seed{seed}.log"

@@ -14,7 +14,6 @@ from skill_fixtures import write_dataset
 
 from pourlit.cli import main
 from pourlit.evaluate import checkpoint_kind
-from pourlit.lightning_cli import rl_checkpoint_callbacks
 from pourlit.rl import HierarchicalSACModule
 from pourlit.skills.action_prior import ActionPriorModule, load_action_prior, pre_tanh
 
@@ -118,9 +117,7 @@ def test_cli_fit_flat_rl_config(tmp_path: Path, fitted: Path, config: str) -> No
     args = [
         "fit", "-c", str(ROOT / f"configs/rl/{config}.yaml"),
         "--trainer.max_steps", "12", "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(run),
-        "--trainer.logger.init_args.save_dir", str(run),
-        "--trainer.callbacks", rl_checkpoint_callbacks(run / "checkpoints"),
+        "--run_dir", str(run),
         "--model.init_args.warmup_transitions", "6", "--model.init_args.batch_size", "8",
         "--model.init_args.env", json.dumps({"max_episode_steps": 10, "reward": "shaped"}),
     ]  # fmt: skip

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from pourlit.cli import main
-from pourlit.lightning_cli import rl_checkpoint_callbacks
 from pourlit.rl import HierarchicalSACModule, TanhGaussianPolicy, TwinCritic
 from pourlit.skills.module import SkillPriorModule, load_skill_prior
 
@@ -197,12 +196,8 @@ def test_cli_fit_rl_config(tmp_path: Path, config: str) -> None:
         "10",
         "--trainer.enable_progress_bar",
         "false",
-        "--trainer.default_root_dir",
+        "--run_dir",
         str(run),
-        "--trainer.logger.init_args.save_dir",
-        str(run),
-        "--trainer.callbacks",
-        rl_checkpoint_callbacks(run / "checkpoints"),
         "--model.init_args.skill_ckpt",
         str(SKILL_CKPT),
         "--model.init_args.warmup_transitions",
