@@ -23,3 +23,20 @@ try:
     __version__ = version("pourlit")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
+
+
+GYM_ENV_ID = "pourlit/Pouring-v0"
+
+
+def _register_gymnasium() -> None:
+    """``gymnasium.make("pourlit/Pouring-v0", cfg=EnvConfig(...))`` works after ``import pourlit``.
+    The entry point is a string: nothing of the simulator is imported until the env is made."""
+    try:
+        import gymnasium
+    except ImportError:  # gymnasium is a dependency; a broken install still imports pourlit
+        return
+    if GYM_ENV_ID not in gymnasium.registry:
+        gymnasium.register(id=GYM_ENV_ID, entry_point="pourlit.sim.gym_env:PouringGymEnv")
+
+
+_register_gymnasium()

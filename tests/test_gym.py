@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
-import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 from pourlit.sim import task
 from pourlit.sim.env import EnvConfig
-from pourlit.sim.gym_env import PouringGymEnv, register
+from pourlit.sim.gym_env import PouringGymEnv
 
 
 def test_check_env_passes() -> None:
@@ -97,12 +98,21 @@ def test_render_none_and_bad_mode() -> None:
         PouringGymEnv(render_mode="human")
 
 
-def test_registered_with_gymnasium() -> None:
-    register()
-    register()  # idempotent
-    env = gymnasium.make("pourlit/Pouring-v0")
-    try:
-        obs, _ = env.reset(seed=0)
-        assert obs.shape == (task.OBS_DIM,)
-    finally:
-        env.close()
+def test_import_pourlit_registers_the_gymnasium_id() -> None:
+    """In a fresh interpreter: ``import pourlit`` alone makes ``gymnasium.make`` work, and the
+    made env passes gymnasium's checker."""
+    code = (
+        "import warnings, gymnasium, pourlit\n"
+        "from gymnasium.utils.env_checker import check_env\n"
+        "env = gymnasium.make('pourlit/Pouring-v0')\n"
+        "with warnings.catch_warnings():\n"
+        "    warnings.simplefilter('ignore')  # infinite Box bounds are intended\n"
+        "    check_env(env.unwrapped, skip_render_check=True)\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "print(env.spec.id, obs.shape)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["pourlit/Pouring-v0", f"({task.OBS_DIM},)"]

@@ -1,6 +1,7 @@
 """A gymnasium view of one pouring environment (numpy in and out, no auto-reset).
 
-env = PouringGymEnv(EnvConfig())   # not registered with gymnasium.make
+env = PouringGymEnv(EnvConfig())   # or: gymnasium.make("pourlit/Pouring-v0", cfg=EnvConfig())
+                                   # (``import pourlit`` registers the id)
 obs, info = env.reset(seed=0)
 obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
 """
@@ -76,13 +77,3 @@ class PouringGymEnv(gym.Env):
             self._renderer.close()
             self._renderer = None
         self._env.close()
-
-
-def register() -> None:
-    """Register ``pourlit/Pouring-v0`` with gymnasium (idempotent)."""
-    if "pourlit/Pouring-v0" not in gym.registry:
-        gym.register(
-            id="pourlit/Pouring-v0",
-            entry_point="pourlit.sim.gym_env:PouringGymEnv",
-            max_episode_steps=None,
-        )

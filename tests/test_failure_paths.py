@@ -1,0 +1,366 @@
+"""Failure paths: one-line errors from every command (fit and validate included), full disks
+(a real tmpfs where this machine can mount one, an injected ENOSPC everywhere), output paths
+checked before work, one flag that moves a run, concurrent and killed collectors."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from skill_fixtures import write_dataset
+
+import pourlit.evaluate
+from pourlit.cli import main
+from pourlit.data import read_episode
+from pourlit.data.folder import SUMMARY_NAME
+from pourlit.errors import error_line, exit_code
+from pourlit.lightning_cli import AtomicCheckpointIO
+
+ROOT = Path(__file__).resolve().parents[1]
+SKILL_CKPT = ROOT / "checkpoints/skills/spirl_cl.ckpt"
+RL_SMALL = [
+    "--trainer.max_steps", "4", "--trainer.enable_progress_bar", "false",
+    "--model.init_args.skill_ckpt", str(SKILL_CKPT),
+    "--model.init_args.warmup_transitions", "4", "--model.init_args.batch_size", "8",
+    "--model.init_args.q_select", "0", "--model.init_args.eval_episodes", "2",
+    "--model.init_args.env", json.dumps({"max_episode_steps": 20}),
+]  # fmt: skip
+SHORT_COLLECT = "keep_failures: true\nenv:\n  max_episode_steps: 15\n"
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def the_error(err: str) -> str:
+    """The one ``pourlit: error:`` line (log lines before it are allowed; tracebacks are not)."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("pourlit: error:")]
+    assert len(lines) == 1, err
+    assert err.rstrip().endswith(lines[0]), err  # the last thing printed
+    return lines[0]
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "POURLIT_TORCH_THREADS": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "-m", "pourlit.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, check=False,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A tmpfs of ``size`` at ``path``, or skip where this machine cannot mount one."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (the injected-ENOSPC tests cover this path)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+# -- fit / validate: one line, exit 2, nothing written ------------------------------------------
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "d", episodes=6)
+
+
+def skills_fit(data_dir: Path | str, run: Path, *extra: str) -> list[str]:
+    return [
+        "fit", "-c", str(ROOT / "configs/skills/spirl_cl.yaml"),
+        "--data.init_args.data_dir", str(data_dir), "--run_dir", str(run),
+        "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("unknown model option", "Option 'bogus' is not accepted"),
+        ("unknown trainer option", "unrecognized arguments: --trainer.bogus"),
+        ("invalid model value", "batch_size and updates_per_transition must be positive"),
+        ("missing skill checkpoint", "nothing.ckpt: skill checkpoint not found"),
+        ("missing config file", "nope.yaml"),
+        ("run folder under a file", "run: Not a directory"),
+    ],
+)
+def test_rl_fit_errors_are_one_line(tmp_path: Path, case: str, expected: str) -> None:
+    run = tmp_path / "run"
+    extra = {
+        "unknown model option": ["--model.init_args.bogus", "1"],
+        "unknown trainer option": ["--trainer.bogus", "1"],
+        "invalid model value": ["--model.init_args.batch_size", "0"],
+        "missing skill checkpoint": [
+            "--model.init_args.skill_ckpt",
+            str(tmp_path / "nothing.ckpt"),
+        ],
+        "missing config file": ["-c", str(tmp_path / "nope.yaml")],
+        "run folder under a file": [],
+    }[case]
+    if case == "run folder under a file":
+        (tmp_path / "file").write_text("x")
+        run = tmp_path / "file" / "run"
+    args = ["fit", "-c", str(ROOT / "configs/rl/default.yaml"), *RL_SMALL, "--run_dir", str(run)]
+    rc, _, err = run_cli([*args, *extra])
+    assert rc == 2
+    line = the_error(err)
+    assert expected in line, line
+    assert not run.exists() or not any(run.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing data folder", "missing: rollout data folder does not exist"),
+        ("empty data folder", "empty: no rollout files"),
+        ("malformed rollout file", "rollout_00002.h5: cannot read rollout file"),
+        ("invalid data value", "batch_size must be >= 1, got 0"),
+    ],
+)
+def test_skill_fit_and_validate_errors_are_one_line(
+    small_data: Path, tmp_path: Path, case: str, expected: str
+) -> None:
+    data: Path = {
+        "missing data folder": tmp_path / "missing",
+        "empty data folder": tmp_path / "empty",
+        "malformed rollout file": tmp_path / "bad",
+        "invalid data value": small_data,
+    }[case]
+    if case == "empty data folder":
+        data.mkdir()
+    if case == "malformed rollout file":
+        shutil.copytree(small_data, data)
+        (data / "rollout_00002.h5").write_bytes(b"\x89HDF\r\n" + b"\0" * 100)
+    extra = ["--data.init_args.batch_size", "0"] if case == "invalid data value" else []
+    for command in ("fit", "validate"):
+        run = tmp_path / f"run_{command}"
+        args = skills_fit(data, run, *extra)
+        args[0] = command
+        rc, _, err = run_cli(args)
+        assert rc == 2, (command, err)
+        assert expected in the_error(err), (command, err)
+        assert not run.exists() or not any(run.rglob("*.ckpt"))
+
+
+def test_help_and_print_config_still_work(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stdout(io.StringIO()) as out:
+        main(["fit", "-c", str(ROOT / "configs/rl/default.yaml"), "--print_config"])
+    assert exc.value.code == 0 and "class_path: pourlit.rl" in out.getvalue()
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stdout(io.StringIO()) as help_:
+        main(["fit", "--help"])
+    assert exc.value.code == 0 and "--run_dir" in help_.getvalue()
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("POURLIT_DEBUG", "1")
+    with pytest.raises(ValueError, match="missing: rollout data folder does not exist"):
+        main(skills_fit(tmp_path / "missing", tmp_path / "run"))
+
+
+# -- one flag moves a whole run --------------------------------------------------------------------
+def test_run_dir_moves_a_whole_rl_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the config's own folders (runs/rl/default) would land here
+    run = tmp_path / "elsewhere" / "rl"
+    args = ["fit", "-c", str(ROOT / "configs/rl/default.yaml"), *RL_SMALL, "--run_dir", str(run)]
+    args += ["--trainer.limit_train_batches", "4"]  # an "epoch": validation, both checkpoints
+    rc, _, err = run_cli(args)
+    assert rc == 0, err
+    assert not (tmp_path / "runs").exists()
+    names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    assert {"checkpoints/last.ckpt", "checkpoints/best.ckpt"} <= names
+    assert "logs/version_0/config.yaml" in names and "logs/version_0/metrics.csv" in names
+    saved = (run / "logs/version_0/config.yaml").read_text()
+    assert f"default_root_dir: {run}" in saved
+
+
+def test_run_dir_moves_a_whole_skill_run(small_data: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "elsewhere" / "skills"
+    args = skills_fit(small_data, run, "--data.init_args.batch_size", "4")
+    args += ["--model.init_args.hidden", "16", "--data.init_args.windows_per_epoch", "8"]
+    rc, _, err = run_cli(args)
+    assert rc == 0, err
+    assert not (tmp_path / "runs").exists()
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts), ckpts
+    assert (run / "logs/version_0/config.yaml").is_file()
+
+
+# -- full disk: checkpoints ------------------------------------------------------------------------
+def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "ckpts" / "last.ckpt"
+    io_ = AtomicCheckpointIO()
+    io_.save_checkpoint({"step": 1}, path)
+    before = path.read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as exc:
+        io_.save_checkpoint({"step": 2, "big": torch.zeros(1000)}, path)
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(path)
+    assert path.read_bytes() == before  # the previous last.ckpt is intact
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file
+    assert error_line(exc.value) == f"{path}: no space left on device"
+    assert exit_code(exc.value) == 1
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+
+
+@pytest.mark.slow
+def test_rl_fit_on_a_full_disk(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "600k") as disk:
+        done = cli("fit", "-c", str(ROOT / "configs/rl/default.yaml"), *RL_SMALL,
+                   "--run_dir", str(disk / "run"))  # fmt: skip
+        assert done.returncode == 1, done.stderr[-3000:]
+        line = the_error(done.stderr)
+        assert line.startswith(f"pourlit: error: {disk / 'run/checkpoints'}/")
+        assert line.endswith(".ckpt: no space left on device")
+        assert not list(disk.rglob("*.ckpt")) and not list(disk.rglob(".*tmp*"))
+
+
+# -- full disk: collect ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_collect_on_a_full_disk(tmp_path: Path) -> None:
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text(SHORT_COLLECT.replace("15", "120"))
+    with tmpfs(tmp_path / "disk", "250k") as disk:
+        out = disk / "d"
+        done = cli("collect", "-c", str(cfg), "--episodes", "8", "--num-envs", "1",
+                   "--out", str(out), "-q")  # fmt: skip
+        assert done.returncode == 1, done.stderr[-3000:]  # not a crash (139)
+        line = the_error(done.stderr)
+        assert line.startswith(f"pourlit: error: {out}/rollout_")
+        assert line.endswith(".h5: no space left on device")
+        files = sorted(out.glob("rollout_*.h5"))
+        assert files, "the disk should hold at least one file"
+        for f in files:
+            assert read_episode(f).length == 120  # every file written before it is intact
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+# -- output paths ----------------------------------------------------------------------------------
+def test_evaluate_checks_json_before_running(tmp_path: Path, monkeypatch) -> None:
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("evaluation ran before the output path was checked")
+
+    monkeypatch.setattr(pourlit.evaluate, "evaluate", must_not_run)
+    (tmp_path / "file").write_text("x")
+    bad = tmp_path / "file" / "m.json"
+    rc, out, err = run_cli(["evaluate", "--policy", "expert", "--json", str(bad)])
+    assert rc == 2 and out == ""
+    assert the_error(err).startswith(f"pourlit: error: {bad}: --json not writable (")
+    rc, _, err = run_cli(["evaluate", "--policy", "expert", "--json", str(tmp_path)])
+    assert rc == 2 and "--json path is a folder" in the_error(err)
+
+
+def test_evaluate_prints_metrics_when_the_json_write_fails(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "m.json"
+
+    def fake_evaluate(*args, **kwargs):
+        target.mkdir()  # the path turns unwritable while the evaluation runs
+        return {"success_rate": 0.5, "episodes": 2}
+
+    monkeypatch.setattr(pourlit.evaluate, "evaluate", fake_evaluate)
+    rc, out, err = run_cli(["evaluate", "--policy", "expert", "--json", str(target)])
+    assert json.loads(out) == {"success_rate": 0.5, "episodes": 2}  # the work is not lost
+    assert rc == 2 and str(target) in the_error(err)
+
+
+@pytest.mark.parametrize("command", ["report", "scene"])
+def test_output_of_report_and_scene_checked_first(tmp_path: Path, command: str) -> None:
+    (tmp_path / "file").write_text("x")
+    bad = tmp_path / "file" / "out.md"
+    args = {
+        "report": ["report", "--run", str(tmp_path), "-o", str(bad)],
+        "scene": ["scene", "-o", str(bad)],
+    }
+    rc, _, err = run_cli(args[command])
+    assert rc == 2 and the_error(err).startswith(f"pourlit: error: {bad}: -o not writable (")
+
+
+# -- collectors sharing a folder, killed collectors ------------------------------------------------
+def test_concurrent_collectors_share_a_folder(tmp_path: Path) -> None:
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text(SHORT_COLLECT)
+    out = tmp_path / "shared"
+    env = {**os.environ, "POURLIT_TORCH_THREADS": "1"}
+    cmd = [sys.executable, "-m", "pourlit.cli", "collect", "-c", str(cfg), "--out", str(out),
+           "--episodes", "5", "--num-envs", "1", "-q"]  # fmt: skip
+    procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    files = sorted(out.glob("rollout_*.h5"))
+    assert [f.name for f in files] == [f"rollout_{i:05d}.h5" for i in range(10)]
+    seeds = {read_episode(f).attrs["seed"] for f in files}
+    assert len(seeds) == 10  # different episodes, not two copies
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert sorted(summary["rollouts"]) == [f.name for f in files]
+    assert sorted((r["status"], r["written"], r["slot"]) for r in summary["runs"]) == [
+        ("finished", 5, 0),
+        ("finished", 5, 1),
+    ]
+    assert summary["files"] == 10 and summary["episodes_written"] == 10
+
+
+def test_summary_covers_every_file_after_reruns_and_a_kill(tmp_path: Path) -> None:
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text(SHORT_COLLECT)
+    out = tmp_path / "d"
+    assert (
+        cli("collect", "-c", str(cfg), "--out", str(out), "--episodes", "2", "-q").returncode == 0
+    )
+    env = {**os.environ, "POURLIT_TORCH_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pourlit.cli", "collect", "-c", str(cfg), "--out", str(out),
+         "--episodes", "500", "--num-envs", "1", "-q"],
+        env=env, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while len(list(out.glob("rollout_*.h5"))) < 6 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # a temporary file of the killed writer, as a kill mid-write leaves one
+    (out / f".rollout_99999.h5.tmp-{proc.pid}").write_bytes(b"partial")
+    files = sorted(f.name for f in out.glob("rollout_*.h5"))
+    assert len(files) >= 6
+    for f in files:
+        read_episode(out / f)  # only complete files
+    rc, _, err = run_cli(["inspect", str(out)])  # reconciles summary.json with the files
+    assert rc == 0, err
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert sorted(summary["rollouts"]) == files
+    assert [r["status"] for r in summary["runs"]] == ["finished", "running"]  # the killed one
+    # a rerun continues the numbering, removes the dead writer's temporary file, and its
+    # summary covers every file of the three runs
+    assert (
+        cli("collect", "-c", str(cfg), "--out", str(out), "--episodes", "2", "-q").returncode == 0
+    )
+    after = sorted(f.name for f in out.glob("rollout_*.h5"))
+    assert len(after) == len(files) + 2 and after[: len(files)] == files
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert sorted(summary["rollouts"]) == after and len(summary["runs"]) == 3
+    assert summary["files"] == len(after)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
