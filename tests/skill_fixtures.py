@@ -8,6 +8,8 @@ episodes to ``MAX_EPISODE_STEPS`` steps.
 from __future__ import annotations
 
 import copy
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +167,15 @@ class KillAtStep(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             raise KilledForTest(f"killed at global step {self.step}")
+
+
+class SigkillAtStep(Callback):
+    """SIGKILLs its own process right after the optimizer step that makes ``global_step ==
+    step`` (no exception, no cleanup: what ``kill -9`` does). A ``class_path`` for CLI configs."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -364,3 +364,38 @@ def test_summary_covers_every_file_after_reruns_and_a_kill(tmp_path: Path) -> No
     assert sorted(summary["rollouts"]) == after and len(summary["runs"]) == 3
     assert summary["files"] == len(after)
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_rl_run_killed_with_sigkill_resumes_bit_identical(tmp_path: Path) -> None:
+    """kill -9 mid-run, then ``--ckpt_path last``: the same weights and optimiser state as an
+    uninterrupted run (the in-process resume tests check the same for every variant)."""
+    env = {**os.environ, "POURLIT_TORCH_THREADS": "1", "WANDB_MODE": "offline"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+
+    def fit(run: Path, *extra: str) -> int:
+        args = [*RL_SMALL, "--trainer.max_steps", "12", "--trainer.limit_train_batches", "6"]
+        args += ["--model.init_args.eval_episodes", "1", "--run_dir", str(run), *extra]
+        done = subprocess.run(
+            [sys.executable, "-m", "pourlit.cli", "fit", "-c", str(ROOT / "configs/rl/default.yaml"), *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        return done.returncode
+
+    assert fit(tmp_path / "full") == 0
+    killer = json.dumps({"class_path": "skill_fixtures.SigkillAtStep", "init_args": {"step": 9}})
+    assert fit(tmp_path / "run", "--trainer.callbacks+", killer) == -signal.SIGKILL
+    saved = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)
+    assert 0 < saved["global_step"] < 9  # the last epoch-end checkpoint before the kill
+    assert fit(tmp_path / "run", "--ckpt_path", "last") == 0
+    a, b = (
+        torch.load(tmp_path / r / "checkpoints/last.ckpt", weights_only=False)
+        for r in ("full", "run")
+    )
+    assert a["global_step"] == b["global_step"] == 12
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for sa, sb in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
+            for key in sa:
+                assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), key
