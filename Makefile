@@ -56,13 +56,11 @@ bench-skills: setup
 bench-gpu: setup
 	$(PY) benchmarks/bench_gpu.py
 
-# RL: training throughput, then the method comparison (BENCH_RL_* set its scale).
-BENCH_RL_BUDGET ?= 50000
-BENCH_RL_WARMUP ?= 10000
+# RL: training throughput, then the method comparison on Ray Tune (configs/sweeps/rl_methods.yaml:
+# 6 methods x 3 seeds, 50k env steps; results in runs/sweeps/rl_methods; a killed sweep: --resume).
 bench-rl: setup
 	$(PY) benchmarks/bench_rl.py throughput
-	$(PY) benchmarks/bench_rl.py compare --budget $(BENCH_RL_BUDGET) --warmup-env-steps $(BENCH_RL_WARMUP) \
-		--seeds 0 1 2 --episodes 20 --jobs 2 --out runs/bench_rl
+	$(VENV)/bin/pourlit sweep -c configs/sweeps/rl_methods.yaml
 
 # Rebuild the shipped default checkpoints from scratch with the project's own commands
 # (200 expert episodes -> closed-loop SPiRL skill prior). Scratch data lives in runs/ckpt-build.

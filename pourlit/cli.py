@@ -6,6 +6,7 @@
     pourlit scene -o scene.xml [--liquid-count 64]
     pourlit fit|validate|test -c configs/skills/spirl_cl.yaml [--ckpt_path last]   (LightningCLI)
     pourlit evaluate --ckpt SKILL.ckpt --episodes 50 [--video out.mp4]
+    pourlit sweep -c configs/sweeps/rl_methods.yaml [--resume] [--address RAY_ADDRESS]
 
 Errors print one line ``pourlit: error: <what and where>`` and exit with status 2 (what the
 user gave: config, paths, files) or 1 (a failure while running: a full disk); see
@@ -139,6 +140,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pourlit.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.config, out=args.out)
+    if args.cpus is not None:
+        spec.resources["cpu"] = args.cpus
+    out = run_sweep(spec, resume=args.resume, address=args.address)
+    print(out.read_text())
+    print(f"wrote {out}, {out.parent / 'results.json'} and {out.parent / 'learning_curves.png'}")
+    return 0
+
+
 def _cmd_scene(args: argparse.Namespace) -> int:
     from pourlit.sim.scene import LiquidConfig, build_spec
 
@@ -222,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--output", required=True, help="report path (.md)")
     rp.set_defaults(func=_cmd_report)
 
+    sw = sub.add_parser("sweep", help="method x seed x setting sweep of pourlit fit on Ray Tune")
+    sw.add_argument("-c", "--config", required=True, help="sweep YAML (configs/sweeps/*.yaml)")
+    sw.add_argument("--resume", action="store_true", help="continue a killed sweep in its folder")
+    sw.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
+    )
+    sw.add_argument("--out", help="parent folder of the sweep folder (default: the config's out)")
+    sw.add_argument("--cpus", type=float, help="CPUs per trial (default: the config's, 1)")
+    sw.set_defaults(func=_cmd_sweep)
+
     s = sub.add_parser("scene", help="write the full scene (liquid included) as MJCF")
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--liquid-count", type=int, default=32)
@@ -233,20 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
-def limit_torch_threads() -> None:
-    """pourlit's networks are small (128-256-wide MLPs/LSTMs, batches of 64-512) and its task
-    code is many small torch ops per env step: intra-op threads gain little, and when another
-    process holds a core their spin-waits make every step up to 100x slower (measured: 28 ms vs
-    2.6 s per skill step on 2 busy cores; RL evaluation 43 vs ~300 env steps/s). Every command
-    defaults to one thread; ``POURLIT_TORCH_THREADS=N`` overrides."""
-    import torch
-
-    torch.set_num_threads(max(1, int(os.environ.get("POURLIT_TORCH_THREADS", "1"))))
-
-
 def main(argv: list[str] | None = None) -> int:
     args_given = argv is not None
     argv = sys.argv[1:] if argv is None else argv
+    from pourlit.threads import limit_torch_threads
+
     limit_torch_threads()
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from pourlit.lightning_cli import run

@@ -1,0 +1,122 @@
+"""``pourlit sweep`` on Ray Tune: a tiny sweep killed mid-way and resumed finishes without
+repeating its finished trials and writes the table and curves; bad sweep configs fail before
+any trial starts, with one line."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pourlit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "model.init_args.max_env_steps": 300,
+    "model.init_args.warmup_transitions": 4,
+    "model.init_args.batch_size": 8,
+    "model.init_args.eval_episodes": 1,
+    "model.init_args.q_select": 0,
+    "model.init_args.env": {"max_episode_steps": 20},
+    "trainer.limit_train_batches": 10,
+}
+
+
+def write_sweep(path: Path, **overrides) -> Path:
+    cfg = {
+        "name": "tiny",
+        "out": str(path.parent / "out"),
+        "base": str(ROOT / "configs/rl/default.yaml"),
+        "space": {"seed": {"grid": [0, 1, 2]}},
+        "fixed": TINY,
+        "evaluate": {"episodes": 2, "ckpt": "last"},
+        "max_concurrent": 1,
+        **overrides,
+    }
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return path
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(argv)
+    return rc, err.getvalue()
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    cfg = write_sweep(tmp_path / "tiny.yaml")
+    runs = tmp_path / "out/tiny/runs"
+    env = {**os.environ, "POURLIT_TORCH_THREADS": "1", "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "pourlit.cli", "sweep", "-c", str(cfg)]
+    log = (tmp_path / "sweep.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.time() + 600
+    while not (runs / "seed0/eval.json").is_file() and time.time() < deadline:
+        assert proc.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
+        time.sleep(0.2)
+    assert (runs / "seed0/eval.json").is_file(), "the first trial never finished"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the trials it runs
+    proc.wait()
+    subprocess.run([Path(sys.executable).parent / "ray", "stop", "--force"], capture_output=True)
+    first = (runs / "seed0/eval.json").read_bytes()
+    stamp = (runs / "seed0/eval.json").stat().st_mtime_ns
+    assert not (runs / "seed2/eval.json").exists()  # killed mid-way
+
+    again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 2 and "--resume continues it" in again.stderr  # never overwrites
+    done = subprocess.run([*cmd, "--resume"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the finished trial was not repeated; every trial has its evaluation and checkpoints
+    assert (runs / "seed0/eval.json").read_bytes() == first
+    assert (runs / "seed0/eval.json").stat().st_mtime_ns == stamp
+    for seed in (0, 1, 2):
+        assert (runs / f"seed{seed}/checkpoints/last.ckpt").is_file()
+        assert json.loads((runs / f"seed{seed}/eval.json").read_text())["episodes"] == 2
+    table = (tmp_path / "out/tiny/results.md").read_text()
+    assert "| default | 3 |" in table and "| 0 |" in table  # 3 seeds, none failed
+    trials = json.loads((tmp_path / "out/tiny/results.json").read_text())
+    assert sorted(t["seed"] for t in trials) == [0, 1, 2]
+    assert all(t["error"] is None and "test/success_rate" in t["metrics"] for t in trials)
+    assert (tmp_path / "out/tiny/learning_curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"bogus": 1}, "unknown key(s) bogus"),
+        ({"space": {}}, "'space' is empty"),
+        ({"space": {"seed": {"grid": []}}}, "space.seed.grid: expected a non-empty list"),
+        ({"space": {"seed": {"between": [0, 1]}}}, "space.seed: expected one of"),
+        ({"fixed": {**TINY, "model.init_args.bogus": 1}}, "Option 'bogus' is not accepted"),
+        ({"base": "configs/rl/nope.yaml"}, "base: configs/rl/nope.yaml does not exist"),
+        ({"search": "bayes"}, "search must be one of grid, random, optuna"),
+    ],
+)
+def test_bad_sweep_config_fails_before_any_trial(tmp_path: Path, override, expected) -> None:
+    cfg = write_sweep(tmp_path / "bad.yaml", **override)
+    rc, err = run_cli(["sweep", "-c", str(cfg)])
+    assert rc == 2
+    lines = [ln for ln in err.splitlines() if ln.startswith("pourlit: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert str(cfg) in lines[0] and expected in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()  # no trial started, no sweep folder
+
+
+def test_missing_ray_names_the_install_command(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    rc, err = run_cli(["sweep", "-c", str(write_sweep(tmp_path / "s.yaml"))])
+    assert rc == 2
+    assert "pip install 'pourlit[sweep]'" in err.strip().splitlines()[-1]
