@@ -14,7 +14,8 @@ from torch import nn
 
 from pourlit.cli import main
 from pourlit.lightning_cli import rl_checkpoint_callbacks
-from pourlit.rl import HierarchicalSACModule, TanhGaussianPolicy, TwinCritic
+from pourlit.rl import HierarchicalSACModule
+from pourlit.rl.policies import TanhGaussianPolicy, TwinCritic
 from pourlit.skills.module import SkillPriorModule, load_skill_prior
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -128,7 +128,7 @@ class SkillRolloutCallback(L.Callback):
         out = self.builder.add_step(
             obs, self.z, decision, reward, term, trunc, None if final is None else final.to(dev)
         )
-        module.replay.add({k: out[k] for k in module.replay.specs})
+        module.replay.add(out)
         ended = term | trunc
         self.clock = torch.where(ended, 0, (self.clock + 1) % module.space.horizon)
         module.env_steps += module.env.num_envs
