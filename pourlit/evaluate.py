@@ -1,6 +1,6 @@
 """``pourlit evaluate``: roll a policy out in the simulator on held-out seeds, report metrics.
 
-Policies: an RL checkpoint (``pourlit.rl.acting.HierarchicalPolicy``), a skill checkpoint
+Policies: an RL checkpoint (``pourlit.rl.acting.AgentPolicy``), a skill checkpoint
 ("prior rollouts": every H steps draw z from the learned prior q_hat(z | s_t) and run the
 closed-loop decoder), an action-prior checkpoint (BC), or the scripted expert (``--policy
 expert``). Episodes run in ``pourlit.sim.episodes.run_episodes``, which training's validation
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pourlit.rl.acting import HierarchicalPolicy
+from pourlit.rl.acting import AgentPolicy
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 from pourlit.sim.episodes import run_episodes
 
@@ -47,15 +47,15 @@ class PriorPolicy:
 
 def load_rl_policy(
     ckpt: str | Path, num_envs: int, mode: str = "sampled", seed: int = 0
-) -> HierarchicalPolicy:
-    """A ``HierarchicalPolicy`` acting with the module of an RL checkpoint (on the CPU)."""
+) -> AgentPolicy:
+    """An ``AgentPolicy`` acting with the module of an RL checkpoint (on the CPU)."""
     import contextvars
 
-    from pourlit.rl.module import HierarchicalSACModule
+    from pourlit.rl.module import SACModule
 
-    load = HierarchicalSACModule.load_from_checkpoint
+    load = SACModule.load_from_checkpoint
     module = contextvars.Context().run(load, ckpt, map_location="cpu").eval()
-    return HierarchicalPolicy(module, num_envs, mode, seed)
+    return AgentPolicy(module, num_envs, mode, seed)
 
 
 class BCPolicy:
@@ -175,7 +175,7 @@ def evaluate(
     try:
         result = run_episodes(env, call, begin, episodes, seed, video, progress)
         if kind == "rl" and mode == "both":
-            mean = HierarchicalPolicy(hl.module, num_envs, "mean", seed)
+            mean = AgentPolicy(hl.module, num_envs, "mean", seed)
             extra = run_episodes(env, mean, mean.begin, episodes, seed, None, progress)
             result["mean_skill"] = {k: v for k, v in extra.items() if k != "env_steps_per_s"}
     finally:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pourlit.rl.replay import ReplayBuffer
+from pourlit.rl.buffer import ReplayBuffer
 from pourlit.rl.sac import (
     HL_KEYS,
     HLTransitionBuilder,

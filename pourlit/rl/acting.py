@@ -1,5 +1,6 @@
-"""How a trained (hierarchical) SAC module acts in a vectorised env, one skill clock per env:
-used by the module's validation and by ``pourlit evaluate``."""
+"""How a trained SAC module acts in a vectorised env, one decision clock per env (every H steps
+for skills, every step for flat actions): used by the module's validation and by ``pourlit
+evaluate``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import numpy as np
 import torch
 
 
-class HierarchicalPolicy:
-    """A (hierarchical) SAC module acting: every H steps of each env's own skill clock a new
-    agent action from ``module.act`` in ``mode`` (``sampled``: a sample of pi, or with skill
-    selection the best candidate by Q; ``mean``: z = action_scale * tanh(mu(s))), then the
-    frozen low level (decoder) at every step. Used by the module's validation and by
-    ``pourlit evaluate`` on RL checkpoints."""
+class AgentPolicy:
+    """A ``SACModule`` acting: every ``space.horizon`` steps of each env's own clock (H for
+    skills, 1 for flat actions) a new agent action from ``module.act`` in ``mode``
+    (``sampled``: a sample of pi, or with skill selection the best candidate by Q; ``mean``:
+    z = action_scale * tanh(mu(s))), then the space's low level (the frozen decoder for skills)
+    at every step. Used by the module's validation and by ``pourlit evaluate`` on RL
+    checkpoints."""
 
     def __init__(self, module: Any, num_envs: int, mode: str = "sampled", seed: int = 0) -> None:
         self.module = module

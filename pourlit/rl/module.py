@@ -1,4 +1,4 @@
-"""HierarchicalSACModule: SPiRL's RL stage (hierarchical SAC with the learned skill prior).
+"""SACModule: SPiRL's RL stage (hierarchical SAC with the learned skill prior).
 
 High level (HL): a tanh-Gaussian policy over skills z = action_scale * tanh(u), regularised
 toward the learned prior q_hat(z | s) by D(s) = KL(pi(.|s) || q_hat(.|s)) with a temperature
@@ -42,9 +42,9 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 from torchmetrics import MeanMetric
 
-from pourlit.rl.acting import HierarchicalPolicy
+from pourlit.rl.acting import AgentPolicy
+from pourlit.rl.buffer import ReplayBuffer
 from pourlit.rl.policies import TanhGaussianPolicy, TwinCritic
-from pourlit.rl.replay import ReplayBuffer
 from pourlit.rl.rollout import SkillRolloutCallback
 from pourlit.rl.sac import (
     alpha_loss,
@@ -92,7 +92,7 @@ class _Once(IterableDataset):
         yield 0
 
 
-class HierarchicalSACModule(L.LightningModule):
+class SACModule(L.LightningModule):
     """SAC in skill space (SPiRL, SSP) or in the raw action space (the flat baselines).
 
     What the agent acts in (``pourlit.rl.spaces``):
@@ -577,7 +577,7 @@ class HierarchicalSACModule(L.LightningModule):
             self._eval_env = PouringVecEnv(self._env_config(int(self.hparams.num_envs)))
         env = self._eval_env
         # its own generator: validation draws no global randomness, so resume stays exact
-        policy = HierarchicalPolicy(
+        policy = AgentPolicy(
             self, env.num_envs, str(self.hparams.eval_mode), int(self.hparams.eval_seed)
         )
         res = run_episodes(
@@ -633,3 +633,9 @@ class HierarchicalSACModule(L.LightningModule):
         if self.env is not None and state.get("env") is not None:
             self.env.load_state_dict(state["env"])
             self.env_restored = True
+
+
+HierarchicalSACModule = SACModule
+"""The module's old name, kept only so that what recorded it still resolves: old
+run folders' saved ``config.yaml`` and checkpoints written by LightningCLI (their
+``_class_path``, the shipped ``checkpoints/rl/*.ckpt`` included). Use ``SACModule``."""

@@ -18,7 +18,7 @@ import torch
 from pourlit.rl.sac import HLTransitionBuilder
 
 if TYPE_CHECKING:
-    from pourlit.rl.module import HierarchicalSACModule
+    from pourlit.rl.module import SACModule
 
 
 class SkillRolloutCallback(L.Callback):
@@ -73,7 +73,7 @@ class SkillRolloutCallback(L.Callback):
                 {k: None if v is None else v.to(device) for k, v in st.items()}
             )
 
-    def reset(self, module: HierarchicalSACModule) -> None:
+    def reset(self, module: SACModule) -> None:
         """Reset the envs and start every env's skill clock afresh."""
         env = module.env
         seed = int(module.hparams.seed) * 1_000_003 + module.episodes
@@ -86,7 +86,7 @@ class SkillRolloutCallback(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        module: HierarchicalSACModule = pl_module  # type: ignore[assignment]
+        module: SACModule = pl_module  # type: ignore[assignment]
         if self.obs is None:
             self.reset(module)
         elif self._restored:
@@ -111,7 +111,7 @@ class SkillRolloutCallback(L.Callback):
         )
 
     @torch.no_grad()
-    def step(self, module: HierarchicalSACModule, use_prior: bool) -> int:
+    def step(self, module: SACModule, use_prior: bool) -> int:
         """One env step of all N envs; returns the number of HL transitions added."""
         assert self.obs is not None and self.z is not None and self.clock is not None
         assert self.builder is not None

@@ -28,7 +28,7 @@ class SkillSpace(nn.Module):
     closed-loop decoder into env actions for H steps.
 
     ``ll_squash``: ``clip`` (clamp the decoder's actions to [-1, 1]) or ``tanh`` (spirl.md);
-    see ``HierarchicalSACModule`` for why clip is the default.
+    see ``SACModule`` for why clip is the default.
     """
 
     def __init__(self, skills: Any, action_scale: float = 2.0, ll_squash: str = "clip") -> None:
