@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pourlit.rl.acting import AgentPolicy
+from pourlit.rl.spaces import env_config
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 from pourlit.sim.episodes import run_episodes
 
@@ -153,7 +154,7 @@ def evaluate(
         call, begin = pol, pol.begin
     elif kind == "rl":
         hl = load_rl_policy(ckpt, num_envs, "mean" if mode == "mean" else "sampled", seed)
-        base = hl.module._env_config(num_envs).to_dict()
+        base = env_config(hl.module.space, hl.module.hparams.env, num_envs).to_dict()
         env = PouringVecEnv(EnvConfig.merged(base, env_dict, num_envs=num_envs))
         call, begin = hl, hl.begin
     else:
