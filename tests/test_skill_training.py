@@ -47,7 +47,7 @@ from skill_fixtures import (
 
 from pourlit.cli import main
 from pourlit.data import RolloutDataModule, read_episode
-from pourlit.data.datamodule import ResumableDataLoader
+from pourlit.data.loader import ResumableDataLoader
 from pourlit.skills import SkillPrior, SkillPriorModule, load_skill_prior
 
 VAL_COLUMNS = ("val/recon_mse", "val/kl", "val/prior_nll", "val/loss")

@@ -1,9 +1,8 @@
 """Rollout datasets: one-episode HDF5 files, their reading, writing and summaries, and the
 LightningDataModule that serves skill-learning windows from them.
 
-The datamodule names (``RolloutDataModule``, ``SkippedRolloutWarning``, ``WindowDataset``,
-``WindowSampler``) are imported lazily on first access, so that reading and writing rollouts does
-not pay for importing torch and lightning.
+``RolloutDataModule`` and ``SkippedRolloutWarning`` are imported lazily on first access, so
+that reading and writing rollouts does not pay for importing torch and lightning.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pourlit.data.rollout import (
-    ROLLOUT_GLOB,
-    DatasetSummary,
     Episode,
     RolloutFormatError,
     RolloutWriteError,
@@ -27,15 +24,11 @@ from pourlit.data.rollout import (
 )
 
 __all__ = [
-    "ROLLOUT_GLOB",
-    "DatasetSummary",
     "Episode",
     "RolloutDataModule",
     "RolloutFormatError",
     "RolloutWriteError",
     "SkippedRolloutWarning",
-    "WindowDataset",
-    "WindowSampler",
     "episode_indices",
     "format_summary",
     "list_rollouts",
@@ -46,15 +39,10 @@ __all__ = [
     "write_episode",
 ]
 
-_LAZY = {"RolloutDataModule", "SkippedRolloutWarning", "WindowDataset", "WindowSampler"}
+_LAZY = {"RolloutDataModule", "SkippedRolloutWarning"}
 
 if TYPE_CHECKING:
-    from pourlit.data.datamodule import (
-        RolloutDataModule,
-        SkippedRolloutWarning,
-        WindowDataset,
-        WindowSampler,
-    )
+    from pourlit.data.datamodule import RolloutDataModule, SkippedRolloutWarning
 
 
 def __getattr__(name: str) -> Any:
