@@ -48,7 +48,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from pourlit.data.rollout import format_summary, summarize
+    from pourlit.data.summary import format_summary, summarize
 
     path = Path(args.path)
     if not path.exists():

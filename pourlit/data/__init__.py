@@ -1,5 +1,6 @@
-"""Rollout datasets: one-episode HDF5 files, their reading, writing and summaries, and the
-LightningDataModule that serves skill-learning windows from them.
+"""Rollout datasets: one-episode HDF5 files (``rollout.py``: the format, reading, writing,
+naming), their summaries (``summary.py``) and the LightningDataModule that serves
+skill-learning windows from them (``datamodule.py``, ``windows.py``, ``loader.py``).
 
 ``RolloutDataModule`` and ``SkippedRolloutWarning`` are imported lazily on first access, so
 that reading and writing rollouts does not pay for importing torch and lightning.
@@ -14,14 +15,13 @@ from pourlit.data.rollout import (
     RolloutFormatError,
     RolloutWriteError,
     episode_indices,
-    format_summary,
     list_rollouts,
     next_free_index,
     read_episode,
     rollout_path,
-    summarize,
     write_episode,
 )
+from pourlit.data.summary import format_summary, summarize
 
 __all__ = [
     "Episode",
