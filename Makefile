@@ -78,7 +78,7 @@ checkpoints: setup
 	$(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml --data.init_args.data_dir $(CKPT_BUILD)/data \
 		--trainer.default_root_dir $(CKPT_BUILD)/skills --trainer.logger.init_args.save_dir $(CKPT_BUILD)/skills \
 		--trainer.callbacks '$(CKPT_CALLBACKS)'
-	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/skills/checkpoints/last.ckpt', 'checkpoints/skills/spirl_cl.ckpt')"
+	$(VENV)/bin/pourlit export $(CKPT_BUILD)/skills/checkpoints/last.ckpt checkpoints/skills/spirl_cl.ckpt
 	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/skills/spirl_cl.ckpt --episodes 50 --json checkpoints/skills/spirl_cl.eval.json
 
 # Rebuild the shipped default policy from the shipped skill prior: configs/rl/default.yaml, seed
@@ -91,7 +91,7 @@ checkpoints-rl: setup
 	$(VENV)/bin/pourlit fit -c configs/rl/default.yaml --model.init_args.max_env_steps $(CKPT_RL_STEPS) \
 		--model.init_args.seed $(CKPT_RL_SEED) --seed_everything $(CKPT_RL_SEED) --trainer.default_root_dir $(CKPT_BUILD)/rl \
 		--trainer.logger.init_args.save_dir $(CKPT_BUILD)/rl --trainer.callbacks '$(call rl_callbacks,$(CKPT_BUILD)/rl/checkpoints)'
-	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/rl/checkpoints/best.ckpt', 'checkpoints/rl/default.ckpt')"
+	$(VENV)/bin/pourlit export $(CKPT_BUILD)/rl/checkpoints/best.ckpt checkpoints/rl/default.ckpt
 	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/rl/default.ckpt --episodes 100 --json checkpoints/rl/default.eval.json
 
 lint: setup

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pourlit.checkpoints import checkpoint_kind
 from pourlit.rl.acting import AgentPolicy
 from pourlit.rl.spaces import env_config
 from pourlit.sim.env import EnvConfig, PouringVecEnv
@@ -74,30 +75,6 @@ class BCPolicy:
     @torch.no_grad()
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.prior.prior_dist(obs).mu)
-
-
-def checkpoint_kind(ckpt: str | Path) -> str:
-    """``rl`` for a (hierarchical) SAC checkpoint, ``skill`` for a skill-prior one,
-    ``action_prior`` for a flat action-prior / BC one: the ``pourlit_kind`` that every
-    checkpoint pourlit writes records, or, for checkpoints from before 2026-12-02 (the shipped
-    skill and action priors), what their hyperparameter names say."""
-    p = Path(ckpt)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: checkpoint not found")
-    try:
-        ckpt_dict = torch.load(p, map_location="cpu", weights_only=False)
-        hp = ckpt_dict.get("hyper_parameters", {})
-    except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
-        raise ValueError(f"{p}: not a pourlit checkpoint ({type(e).__name__})") from e
-    if ckpt_dict.get("pourlit_kind") in ("rl", "skill", "action_prior"):
-        return ckpt_dict["pourlit_kind"]
-    if "skill_ckpt" in hp:
-        return "rl"
-    if "variant" in hp:
-        return "skill"
-    if "blocks" in hp:
-        return "action_prior"
-    raise ValueError(f"{p}: not a pourlit checkpoint (unknown hyperparameters {sorted(hp)[:6]})")
 
 
 class ExpertPolicy:

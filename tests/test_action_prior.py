@@ -12,8 +12,8 @@ import torch
 import yaml
 from skill_fixtures import write_dataset
 
+from pourlit.checkpoints import checkpoint_kind
 from pourlit.cli import main
-from pourlit.evaluate import checkpoint_kind
 from pourlit.lightning_cli import rl_checkpoint_callbacks
 from pourlit.rl import SACModule
 from pourlit.skills.action_prior import ActionPriorModule, load_action_prior, pre_tanh

@@ -163,8 +163,8 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
 
     # pourlit evaluate recognises the RL checkpoint (it records its kind; the shipped skill
     # checkpoint predates that and is recognised by its hyperparameters) and rolls it out
+    from pourlit.checkpoints import checkpoint_kind
     from pourlit.cli import main as cli_main
-    from pourlit.evaluate import checkpoint_kind
 
     assert torch.load(path, map_location="cpu", weights_only=False)["pourlit_kind"] == "rl"
     assert "pourlit_kind" not in torch.load(SKILL_CKPT, map_location="cpu", weights_only=False)
@@ -319,7 +319,8 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
 
 @pytest.mark.parametrize("name", ["spirl_cl", "default"])
 def test_shipped_rl_checkpoint_loads_and_acts(name: str) -> None:
-    from pourlit.evaluate import checkpoint_kind, load_rl_policy
+    from pourlit.checkpoints import checkpoint_kind
+    from pourlit.evaluate import load_rl_policy
 
     path = ROOT / f"checkpoints/rl/{name}.ckpt"
     assert checkpoint_kind(path) == "rl"

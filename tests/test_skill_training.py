@@ -571,9 +571,10 @@ def test_load_skill_prior_is_frozen_and_has_the_right_shapes(trained: SimpleName
 def test_exported_checkpoint_is_smaller_and_loads_the_same(
     trained: SimpleNamespace, tmp_path: Path
 ) -> None:
-    from pourlit.skills.module import export_checkpoint
+    from pourlit.checkpoints import export_checkpoint
 
-    out = export_checkpoint(trained.ckpt, tmp_path / "small" / "skill.ckpt")
+    out = tmp_path / "small" / "skill.ckpt"
+    assert main(["export", str(trained.ckpt), str(out)]) == 0
     full, small = load_ckpt(trained.ckpt), load_ckpt(out)
     assert "optimizer_states" in full and "optimizer_states" not in small
     assert "loops" not in small and small["global_step"] == full["global_step"]

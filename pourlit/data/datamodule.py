@@ -60,8 +60,8 @@ class RolloutDataModule(L.LightningDataModule):
     whose state or action size differs from the first file's are reported the same way). With
     ``skip_bad_files=True`` each bad file is reported once with a :class:`SkippedRolloutWarning`
     naming it and the reason, recorded in :attr:`skipped_files` and left out; :attr:`num_skipped`
-    gives the count and :meth:`setup` prints it with ``rank_zero_info`` (the prior modules log
-    it as ``data/skipped_files``).
+    gives the count and :meth:`setup` prints it with ``rank_zero_info`` (``SkillPriorModule``
+    logs it as ``data/skipped_files``).
 
     Distributed training: each process loads the data, computes the same split and statistics,
     and draws the same windows; process ``rank`` of ``world_size`` takes windows

@@ -513,7 +513,7 @@ class SACModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Adds the replay buffer, counters, RNG states and the training env's state (key
         ``pourlit_rl``); the rollout callback saves its running skills itself."""
-        checkpoint["pourlit_kind"] = "rl"  # pourlit.evaluate.checkpoint_kind
+        checkpoint["pourlit_kind"] = "rl"  # pourlit.checkpoints.checkpoint_kind
         checkpoint["pourlit_rl"] = {
             "replay": self.replay.state_dict(),
             "env_steps": self.env_steps,
