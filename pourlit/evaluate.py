@@ -100,7 +100,6 @@ def evaluate(
     num_envs: int = 2,
     seed: int = 10_000,
     video: str | Path | None = None,
-    env_overrides: dict | None = None,
     progress: bool = True,
     mode: str = "both",
 ) -> dict:
@@ -119,31 +118,27 @@ def evaluate(
         from pourlit.sim.render import check_video_path
 
         check_video_path(video)
-    env_dict: dict = dict(env_overrides or {})
-    kind = "expert" if policy == "expert" else None
-    if kind is None:
-        if ckpt is None:
-            raise ValueError("give --ckpt PATH or --policy expert")
+    if policy == "expert":
+        kind = "expert"
+    elif ckpt is None:
+        raise ValueError("give --ckpt PATH or --policy expert")
+    else:
         kind = checkpoint_kind(ckpt)
     if kind == "expert":
-        env = PouringVecEnv(EnvConfig.merged(env_dict, num_envs=num_envs))
+        env = PouringVecEnv(EnvConfig.merged(num_envs=num_envs))
         pol = ExpertPolicy(env, seed=seed)
         call, begin = pol, pol.begin
     elif kind == "rl":
         hl = load_rl_policy(ckpt, num_envs, "mean" if mode == "mean" else "sampled", seed)
-        base = env_config(hl.module.space, hl.module.hparams.env, num_envs).to_dict()
-        env = PouringVecEnv(EnvConfig.merged(base, env_dict, num_envs=num_envs))
+        env = PouringVecEnv(env_config(hl.module.space, hl.module.hparams.env, num_envs))
         call, begin = hl, hl.begin
     else:
-        if ckpt is None:
-            raise ValueError("give --ckpt PATH or --policy expert")
         prior: Any = (
             BCPolicy(ckpt) if kind == "action_prior" else PriorPolicy(ckpt, num_envs, seed=seed)
         )
-        stored = prior.skills.env_config or {}
-        env_cfg = EnvConfig.merged(stored, env_dict, num_envs=num_envs)
-        env = PouringVecEnv(env_cfg)
+        env = PouringVecEnv(EnvConfig.merged(prior.skills.env_config, num_envs=num_envs))
         if env.obs_dim != prior.skills.state_dim or env.action_dim != prior.skills.action_dim:
+            env.close()
             raise ValueError(
                 f"{ckpt}: checkpoint expects state/action sizes "
                 f"{prior.skills.state_dim}/{prior.skills.action_dim}, the env has "
