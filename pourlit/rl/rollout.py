@@ -1,11 +1,12 @@
-"""The rollout Callback of hierarchical SAC: steps the vectorised env before every update.
+"""The rollout Callback of ``SACModule``: steps the vectorised env before every update.
 
-Each env runs its own skill clock: a new skill z at the start of every episode and after
-every H executed steps, from ``module.act``: a squashed sample of pi(. | s), or of the learned
-prior q_hat(. | s) while the replay buffer holds fewer than ``warmup_transitions`` transitions
-(of the initial policy where there is no learned prior), or, once skill selection is on, the
-best candidate by Q; the frozen decoder turns (s_t, z) into the env action at every step. Completed HL transitions go into
-the module's replay buffer through ``HLTransitionBuilder``.
+Each env runs its own skill clock: a new agent action z at the start of every episode and
+after every H executed steps (H = 1 for flat actions), from ``module.act``: a squashed sample
+of pi(. | s), or of the learned prior q_hat(. | s) while the replay buffer holds fewer than
+``warmup_transitions`` transitions (of the initial policy where there is no learned prior),
+or, once skill selection is on, the best candidate by Q; the space's low level (the frozen
+decoder for skills) turns (s_t, z) into the env action at every step. Completed HL
+transitions go into the module's replay buffer through ``HLTransitionBuilder``.
 """
 
 from __future__ import annotations
