@@ -70,7 +70,7 @@ checkpoints: setup
 	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes 200 --num-envs 2 --out $(CKPT_BUILD)/data --seed 0
 	$(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml --data.init_args.data_dir $(CKPT_BUILD)/data \
 		--run_dir $(CKPT_BUILD)/skills
-	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/skills/checkpoints/last.ckpt', 'checkpoints/skills/spirl_cl.ckpt')"
+	$(VENV)/bin/pourlit export $(CKPT_BUILD)/skills/checkpoints/last.ckpt checkpoints/skills/spirl_cl.ckpt
 	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/skills/spirl_cl.ckpt --episodes 50 --json checkpoints/skills/spirl_cl.eval.json
 
 # Rebuild the shipped default policy from the shipped skill prior: configs/rl/default.yaml, seed
@@ -82,7 +82,7 @@ checkpoints-rl: setup
 	rm -rf $(CKPT_BUILD)/rl
 	$(VENV)/bin/pourlit fit -c configs/rl/default.yaml --model.init_args.max_env_steps $(CKPT_RL_STEPS) \
 		--model.init_args.seed $(CKPT_RL_SEED) --seed_everything $(CKPT_RL_SEED) --run_dir $(CKPT_BUILD)/rl
-	$(PY) -c "from pourlit.skills.module import export_checkpoint as e; e('$(CKPT_BUILD)/rl/checkpoints/best.ckpt', 'checkpoints/rl/default.ckpt')"
+	$(VENV)/bin/pourlit export $(CKPT_BUILD)/rl/checkpoints/best.ckpt checkpoints/rl/default.ckpt
 	$(VENV)/bin/pourlit evaluate --ckpt checkpoints/rl/default.ckpt --episodes 100 --json checkpoints/rl/default.eval.json
 
 lint: setup

@@ -24,7 +24,7 @@ def throughput(args: argparse.Namespace) -> None:
     import lightning as L
     import torch
 
-    from pourlit.rl import HierarchicalSACModule
+    from pourlit.rl import SACModule
 
     torch.set_num_threads(1)
 
@@ -49,7 +49,7 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"torch threads 1, num_envs 2, batch 256, {args.updates} updates after warmup")
     for name, kw in setups.items():
         torch.manual_seed(0)
-        module = HierarchicalSACModule(**common, **kw)
+        module = SACModule(**common, **kw)
         timer = Timer(max(1, args.updates // args.repeats))
         trainer = L.Trainer(
             accelerator="cpu", max_steps=args.updates, logger=False, enable_checkpointing=False,

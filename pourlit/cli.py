@@ -7,6 +7,7 @@
     pourlit fit|validate|test -c configs/skills/spirl_cl.yaml [--ckpt_path last]   (LightningCLI)
     pourlit evaluate --ckpt SKILL.ckpt --episodes 50 [--video out.mp4]
     pourlit sweep -c configs/sweeps/rl_methods.yaml [--resume] [--address RAY_ADDRESS]
+    pourlit export runs/rl/default/checkpoints/best.ckpt checkpoints/rl/default.ckpt
 
 Errors print one line ``pourlit: error: <what and where>`` and exit with status 2 (what the
 user gave: config, paths, files) or 1 (a failure while running: a full disk); see
@@ -68,7 +69,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from pourlit.data.rollout import format_summary, summarize
+    from pourlit.data.summary import format_summary, summarize
 
     path = Path(args.path)
     if not path.exists():
@@ -122,6 +123,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(json.dumps(result), flush=True)  # first: a failed write below loses nothing
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pourlit.checkpoints import export_checkpoint
+
+    out = export_checkpoint(args.src, args.dst)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -226,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
+
+    x = sub.add_parser(
+        "export", help="small inference copy of a checkpoint (weights only; not for resuming)"
+    )
+    x.add_argument("src", help="checkpoint of pourlit fit (RL, skill or action prior)")
+    x.add_argument("dst", help="where to write the copy")
+    x.set_defaults(func=_cmd_export)
 
     rp = sub.add_parser("report", help="learning-curve PNG and markdown report of an RL run")
     rp.add_argument("--run", required=True, help="RL run folder (its CSV logs) or metrics.csv")

@@ -143,6 +143,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     stats = {"attempted": 0, "written": 0, "success": 0, "poured": [], "spilled": [], "steps": 0}
     run = {"id": f"{os.getpid()}-{time.time_ns()}", "status": "running", "slot": slot}
+    run["started_at"] = round(time.time(), 3)  # unix time
     run |= {"rank": cfg.rank, "world_size": cfg.world_size, "seed": cfg.seed, "num_envs": n}
 
     def run_record(status: str = "running") -> dict:
@@ -160,8 +161,12 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
             "pourlit_version": __version__,
         }
 
+    failed: list[BaseException] = []  # a write failed: the queued ones are dropped
+
     def write_next(record: dict, **episode) -> None:
         """Write the episode under this shard's next free name, then record it."""
+        if failed:
+            return  # the run is stopping on that failure (reported by the main thread)
         while True:
             path = rollout_path(out, next_free_index(out, cfg.rank, cfg.world_size))
             try:
@@ -169,6 +174,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                 break
             except FileExistsError:  # another collector took that name first
                 continue
+            except BaseException as e:
+                failed.append(e)
+                raise
         stats["written"] += 1  # (only this writer thread counts it)
         record["written"] = stats["written"]
         update_summary(out, lock, records={path.name: file_record(path)}, run=record)

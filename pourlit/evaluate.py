@@ -1,6 +1,6 @@
 """``pourlit evaluate``: roll a policy out in the simulator on held-out seeds, report metrics.
 
-Policies: an RL checkpoint (``pourlit.rl.acting.HierarchicalPolicy``), a skill checkpoint
+Policies: an RL checkpoint (``pourlit.rl.acting.AgentPolicy``), a skill checkpoint
 ("prior rollouts": every H steps draw z from the learned prior q_hat(z | s_t) and run the
 closed-loop decoder), an action-prior checkpoint (BC), or the scripted expert (``--policy
 expert``). Episodes run in ``pourlit.sim.episodes.run_episodes``, which training's validation
@@ -15,47 +15,43 @@ from typing import Any
 import numpy as np
 import torch
 
-from pourlit.rl.acting import HierarchicalPolicy
+from pourlit.checkpoints import checkpoint_kind
+from pourlit.rl.acting import AgentPolicy, ClockedPolicy
+from pourlit.rl.spaces import env_config
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 from pourlit.sim.episodes import run_episodes
 
 
-class PriorPolicy:
+class PriorPolicy(ClockedPolicy):
     """Closed-loop skill-prior rollouts: z ~ q_hat(z | s) every H steps, a = clip(f(s, z))."""
 
     def __init__(self, ckpt: str | Path, num_envs: int, seed: int = 0) -> None:
         from pourlit.skills.module import load_skill_prior
 
         self.skills = load_skill_prior(ckpt)
-        self.clock = np.zeros(num_envs, dtype=np.int64)
-        self.z = torch.zeros(num_envs, self.skills.latent_dim)
+        super().__init__(num_envs, self.skills.horizon, self.skills.latent_dim)
         self.gen = torch.Generator().manual_seed(seed)
 
-    def begin(self, ids: np.ndarray) -> None:
-        self.clock[ids] = 0
+    def choose(self, states: torch.Tensor) -> torch.Tensor:
+        q = self.skills.prior_dist(states)
+        eps = torch.randn(q.mu.shape, generator=self.gen)
+        return q.mu + q.sigma * eps
 
-    @torch.no_grad()
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        new = np.flatnonzero(self.clock % self.skills.horizon == 0)
-        if len(new):
-            q = self.skills.prior_dist(obs[new])
-            eps = torch.randn(q.mu.shape, generator=self.gen)
-            self.z[new] = q.mu + q.sigma * eps
-        self.clock += 1
-        return self.skills.decode(obs, self.z).clamp(-1.0, 1.0)
+    def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.skills.decode(states, z).clamp(-1.0, 1.0)
 
 
 def load_rl_policy(
     ckpt: str | Path, num_envs: int, mode: str = "sampled", seed: int = 0
-) -> HierarchicalPolicy:
-    """A ``HierarchicalPolicy`` acting with the module of an RL checkpoint (on the CPU)."""
+) -> AgentPolicy:
+    """An ``AgentPolicy`` acting with the module of an RL checkpoint (on the CPU)."""
     import contextvars
 
-    from pourlit.rl.module import HierarchicalSACModule
+    from pourlit.rl.module import SACModule
 
-    load = HierarchicalSACModule.load_from_checkpoint
+    load = SACModule.load_from_checkpoint
     module = contextvars.Context().run(load, ckpt, map_location="cpu").eval()
-    return HierarchicalPolicy(module, num_envs, mode, seed)
+    return AgentPolicy(module, num_envs, mode, seed)
 
 
 class BCPolicy:
@@ -73,30 +69,6 @@ class BCPolicy:
     @torch.no_grad()
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.prior.prior_dist(obs).mu)
-
-
-def checkpoint_kind(ckpt: str | Path) -> str:
-    """``rl`` for a (hierarchical) SAC checkpoint, ``skill`` for a skill-prior one,
-    ``action_prior`` for a flat action-prior / BC one: the ``pourlit_kind`` that every
-    checkpoint pourlit writes records, or, for checkpoints from before 2026-12-02 (the shipped
-    skill and action priors), what their hyperparameter names say."""
-    p = Path(ckpt)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: checkpoint not found")
-    try:
-        ckpt_dict = torch.load(p, map_location="cpu", weights_only=False)
-        hp = ckpt_dict.get("hyper_parameters", {})
-    except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
-        raise ValueError(f"{p}: not a pourlit checkpoint ({type(e).__name__})") from e
-    if ckpt_dict.get("pourlit_kind") in ("rl", "skill", "action_prior"):
-        return ckpt_dict["pourlit_kind"]
-    if "skill_ckpt" in hp:
-        return "rl"
-    if "variant" in hp:
-        return "skill"
-    if "blocks" in hp:
-        return "action_prior"
-    raise ValueError(f"{p}: not a pourlit checkpoint (unknown hyperparameters {sorted(hp)[:6]})")
 
 
 class ExpertPolicy:
@@ -122,7 +94,6 @@ def evaluate(
     num_envs: int = 2,
     seed: int = 10_000,
     video: str | Path | None = None,
-    env_overrides: dict | None = None,
     progress: bool = True,
     mode: str = "both",
 ) -> dict:
@@ -141,31 +112,27 @@ def evaluate(
         from pourlit.sim.render import check_video_path
 
         check_video_path(video)
-    env_dict: dict = dict(env_overrides or {})
-    kind = "expert" if policy == "expert" else None
-    if kind is None:
-        if ckpt is None:
-            raise ValueError("give --ckpt PATH or --policy expert")
+    if policy == "expert":
+        kind = "expert"
+    elif ckpt is None:
+        raise ValueError("give --ckpt PATH or --policy expert")
+    else:
         kind = checkpoint_kind(ckpt)
     if kind == "expert":
-        env = PouringVecEnv(EnvConfig.merged(env_dict, num_envs=num_envs))
+        env = PouringVecEnv(EnvConfig.merged(num_envs=num_envs))
         pol = ExpertPolicy(env, seed=seed)
         call, begin = pol, pol.begin
     elif kind == "rl":
         hl = load_rl_policy(ckpt, num_envs, "mean" if mode == "mean" else "sampled", seed)
-        base = hl.module._env_config(num_envs).to_dict()
-        env = PouringVecEnv(EnvConfig.merged(base, env_dict, num_envs=num_envs))
+        env = PouringVecEnv(env_config(hl.module.space, hl.module.hparams.env, num_envs))
         call, begin = hl, hl.begin
     else:
-        if ckpt is None:
-            raise ValueError("give --ckpt PATH or --policy expert")
         prior: Any = (
             BCPolicy(ckpt) if kind == "action_prior" else PriorPolicy(ckpt, num_envs, seed=seed)
         )
-        stored = prior.skills.env_config or {}
-        env_cfg = EnvConfig.merged(stored, env_dict, num_envs=num_envs)
-        env = PouringVecEnv(env_cfg)
+        env = PouringVecEnv(EnvConfig.merged(prior.skills.env_config, num_envs=num_envs))
         if env.obs_dim != prior.skills.state_dim or env.action_dim != prior.skills.action_dim:
+            env.close()
             raise ValueError(
                 f"{ckpt}: checkpoint expects state/action sizes "
                 f"{prior.skills.state_dim}/{prior.skills.action_dim}, the env has "
@@ -175,7 +142,7 @@ def evaluate(
     try:
         result = run_episodes(env, call, begin, episodes, seed, video, progress)
         if kind == "rl" and mode == "both":
-            mean = HierarchicalPolicy(hl.module, num_envs, "mean", seed)
+            mean = AgentPolicy(hl.module, num_envs, "mean", seed)
             extra = run_episodes(env, mean, mean.begin, episodes, seed, None, progress)
             result["mean_skill"] = {k: v for k, v in extra.items() if k != "env_steps_per_s"}
     finally:

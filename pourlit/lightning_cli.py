@@ -4,7 +4,7 @@ The model and data classes come from the config's ``class_path`` (subclass mode)
 module's state/action sizes and environment config are linked into the model, so a config
 never repeats them: ``data.state_dim -> model.init_args.state_dim`` and so on.
 
-An RL config (``pourlit.rl.HierarchicalSACModule``) has no ``data:`` section: the module makes
+An RL config (``pourlit.rl.SACModule``) has no ``data:`` section: the module makes
 its own loaders. jsonargparse links cannot be made conditional, so ``run`` picks one of two
 CLIs by whether the arguments give a data module (a ``data`` key in a ``-c/--config`` file or a
 ``--data...`` flag): ``PourlitCLI`` (data required, linked into the model) or ``PourlitRLCLI``

@@ -141,6 +141,17 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
+def step_checkpoint_config(cfg: dict, every_n_train_steps: int, kill: int | None = None) -> dict:
+    """``cfg`` (of :func:`cli_config`) with its step-checkpoint callback saving every
+    ``every_n_train_steps`` steps and, with ``kill``, a :class:`KillAtStep` at that step."""
+    callbacks = cfg["trainer"]["callbacks"]
+    (step_cb,) = [cb for cb in callbacks if "every_n_train_steps" in cb["init_args"]]
+    step_cb["init_args"]["every_n_train_steps"] = every_n_train_steps
+    if kill is not None:
+        callbacks.append({"class_path": "skill_fixtures.KillAtStep", "init_args": {"step": kill}})
+    return cfg
+
+
 class WorseningValModule(SkillPriorModule):
     """A SkillPriorModule whose val/recon_mse gets worse every epoch (about ``epoch + 1`` is
     mixed into the metric), so that a monitored ModelCheckpoint sees an improvement only at

@@ -12,9 +12,9 @@ import torch
 import yaml
 from skill_fixtures import write_dataset
 
+from pourlit.checkpoints import checkpoint_kind
 from pourlit.cli import main
-from pourlit.evaluate import checkpoint_kind
-from pourlit.rl import HierarchicalSACModule
+from pourlit.rl import SACModule
 from pourlit.skills.action_prior import ActionPriorModule, load_action_prior, pre_tanh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_cli_fit_learns_and_checkpoint_loads(fitted: Path) -> None:
 
 
 def test_bc_policy_and_flat_prior_start_as_the_prior(fitted: Path) -> None:
-    m = HierarchicalSACModule(action_prior_ckpt=str(fitted), prior="learned", target_divergence=1.0)
+    m = SACModule(action_prior_ckpt=str(fitted), prior="learned", target_divergence=1.0)
     s = m.space.state_mean + m.space.state_std * torch.randn(16, 50)
     pi, q = m.policy(s), m.space.prior_dist(s)
     assert torch.equal(pi.mu, q.mu) and torch.equal(pi.log_sigma, q.log_sigma)
@@ -104,11 +104,11 @@ def test_bc_policy_and_flat_prior_start_as_the_prior(fitted: Path) -> None:
     z = torch.tensor([[-3.0, -1.0, 0.0, 0.2, 1.0, 2.0, 0.5]])
     torch.testing.assert_close(m.low_level(s[:1], z), z.clamp(-1, 1))  # flat: identity
     with pytest.raises(ValueError, match="action_scale must be 1"):
-        HierarchicalSACModule(action_prior_ckpt=str(fitted), action_scale=2.0)
+        SACModule(action_prior_ckpt=str(fitted), action_scale=2.0)
     with pytest.raises(ValueError, match="needs a learned prior"):
-        HierarchicalSACModule(prior="learned", prior_init=False)
+        SACModule(prior="learned", prior_init=False)
     with pytest.raises(ValueError, match="not both"):
-        HierarchicalSACModule(skill_ckpt="a.ckpt", action_prior_ckpt=str(fitted))
+        SACModule(skill_ckpt="a.ckpt", action_prior_ckpt=str(fitted))
 
 
 @pytest.mark.parametrize("config", ["sac", "flat_prior", "bc_sac"])

@@ -114,14 +114,14 @@ def test_zero_actions_keep_bottle_upright_and_full(env2) -> None:
 def test_action_deltas_are_bounded(env2) -> None:
     env2.reset(seed=2)
     before = env2.arm_targets
-    grip = env2.gripper_targets
+    grip = env2.grip_target.clone()
     a = np.zeros((2, 7))
     a[0, :6] = 5.0  # clipped to 1
     a[1, 6] = -1.0
     env2.step(a)
     np.testing.assert_allclose(env2.arm_targets[0] - before[0], env2.cfg.arm_step, atol=1e-12)
     np.testing.assert_allclose(env2.arm_targets[1], before[1], atol=1e-12)
-    assert env2.gripper_targets[1] == pytest.approx(grip[1] - env2.cfg.gripper_step)
+    assert env2.grip_target[1].item() == pytest.approx(grip[1].item() - env2.cfg.gripper_step)
 
 
 def test_wrong_action_shape_raises(env2) -> None:

@@ -317,10 +317,14 @@ def test_concurrent_collectors_share_a_folder(tmp_path: Path) -> None:
     assert len(seeds) == 10  # different episodes, not two copies
     summary = json.loads((out / SUMMARY_NAME).read_text())
     assert sorted(summary["rollouts"]) == [f.name for f in files]
-    assert sorted((r["status"], r["written"], r["slot"]) for r in summary["runs"]) == [
-        ("finished", 5, 0),
-        ("finished", 5, 1),
-    ]
+    a, b = summary["runs"]
+    assert (a["status"], a["written"], b["status"], b["written"]) == ("finished", 5, "finished", 5)
+    overlapped = (
+        a["started_at"] < b["started_at"] + b["wall_seconds"]
+        and b["started_at"] < a["started_at"] + a["wall_seconds"]
+    )
+    if overlapped:  # (on a loaded machine one may finish before the other starts)
+        assert {a["slot"], b["slot"]} == {0, 1}
     assert summary["files"] == 10 and summary["episodes_written"] == 10
 
 

@@ -28,7 +28,7 @@ def test_check_env_passes() -> None:
 def test_spaces() -> None:
     env = PouringGymEnv(EnvConfig(num_envs=4))  # num_envs is forced to 1
     try:
-        assert env.unwrapped_vec.num_envs == 1
+        assert env._env.num_envs == 1
         assert env.observation_space.shape == (task.OBS_DIM,)
         assert env.action_space.shape == (7,)
         assert env.action_space.low.min() == -1.0 and env.action_space.high.max() == 1.0

@@ -8,18 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from pourlit.rl import (
+from pourlit.rl.buffer import ReplayBuffer
+from pourlit.rl.sac import (
+    HL_KEYS,
     HLTransitionBuilder,
-    ReplayBuffer,
     alpha_loss,
     critic_loss,
     critic_target,
     entropy_alpha_loss,
-    hl_transitions,
     policy_loss,
     polyak_update,
     prior_divergence,
-    sac_policy_loss,
     squashed_log_prob,
     squashed_sample,
 )
@@ -254,11 +253,12 @@ def test_policy_loss_by_hand_and_alpha_gets_no_gradient():
     assert d.grad.tolist() == pytest.approx([0.5 / 2, 0.5 / 2])
 
 
-def test_sac_policy_loss_by_hand():
+def test_policy_loss_with_log_prob_is_plain_sacs():
+    """Plain SAC passes log pi(a|s) as the regulariser: mean [alpha log pi - min Q]."""
     q1, q2 = torch.tensor([1.0, 4.0]), torch.tensor([2.0, 3.0])
     lp = torch.tensor([1.0, -1.0], requires_grad=True)
     log_alpha = torch.tensor(math.log(0.5), requires_grad=True)
-    loss = sac_policy_loss(q1, q2, lp, log_alpha.exp())
+    loss = policy_loss(q1, q2, lp, log_alpha.exp())
     assert loss.item() == pytest.approx(((0.5 * 1 - 1) + (0.5 * -1 - 3)) / 2)
     loss.backward()
     assert log_alpha.grad is None
@@ -384,19 +384,19 @@ def rollout() -> dict[str, torch.Tensor]:
     }
 
 
-# (s, z, R, s_next, terminated, truncated, length) in emission order
+# (s, z, R, s_next, terminated, truncated) in emission order
 EXPECTED = [
     # t = 1, env 1 truncated after 2 steps of the skill chosen at t = 0
-    (obs_at(0, 1), z_at(0, 1), 10.0 * (1 + 2), final_at(1, 1), False, True, 2),
+    (obs_at(0, 1), z_at(0, 1), 10.0 * (1 + 2), final_at(1, 1), False, True),
     # t = 3, env 0's first skill ran its 3 steps: ends at s_3
-    (obs_at(0, 0), z_at(0, 0), 1.0 + 2 + 3, obs_at(3, 0), False, False, 3),
+    (obs_at(0, 0), z_at(0, 0), 1.0 + 2 + 3, obs_at(3, 0), False, False),
     # t = 4, env 0 terminated after 2 steps of the skill chosen at t = 3
-    (obs_at(3, 0), z_at(3, 0), 4.0 + 5, final_at(4, 0), True, False, 2),
+    (obs_at(3, 0), z_at(3, 0), 4.0 + 5, final_at(4, 0), True, False),
     # t = 5, env 1's skill chosen at t = 2 (its new episode's start) ran 3 steps
-    (obs_at(2, 1), z_at(2, 1), 10.0 * (3 + 4 + 5), obs_at(5, 1), False, False, 3),
+    (obs_at(2, 1), z_at(2, 1), 10.0 * (3 + 4 + 5), obs_at(5, 1), False, False),
     # t = 8, both envs' skills chosen at t = 5 ran 3 steps
-    (obs_at(5, 0), z_at(5, 0), 6.0 + 7 + 8, obs_at(8, 0), False, False, 3),
-    (obs_at(5, 1), z_at(5, 1), 10.0 * (6 + 7 + 8), obs_at(8, 1), False, False, 3),
+    (obs_at(5, 0), z_at(5, 0), 6.0 + 7 + 8, obs_at(8, 0), False, False),
+    (obs_at(5, 1), z_at(5, 1), 10.0 * (6 + 7 + 8), obs_at(8, 1), False, False),
 ]
 
 
@@ -409,18 +409,15 @@ def as_rows(tr: dict[str, torch.Tensor]) -> list[tuple]:
             tr["next_obs"][k].tolist(),
             bool(tr["terminated"][k]),
             bool(tr["truncated"][k]),
-            int(tr["length"][k]),
         )
         for k in range(len(tr["reward"]))
     ]
 
 
-def test_hl_transition_builder_exact():
-    ro = rollout()
-    builder = HLTransitionBuilder(horizon=H)
-    rows = []
-    for t in range(T):
-        out = builder.add_step(
+def feed(builder: HLTransitionBuilder, ro: dict[str, torch.Tensor], steps: range) -> dict:
+    """``builder.add_step`` for each step of ``ro`` in ``steps``; the transitions, joined."""
+    parts = [
+        builder.add_step(
             ro["states"][t],
             ro["skills"][t],
             ro["decision"][t],
@@ -429,7 +426,18 @@ def test_hl_transition_builder_exact():
             ro["truncated"][t],
             ro["final_obs"][t],
         )
-        assert out["terminated"].dtype == torch.bool and out["length"].dtype == torch.long
+        for t in steps
+    ]
+    return {k: torch.cat([p[k] for p in parts]) for k in HL_KEYS}
+
+
+def test_hl_transition_builder_exact():
+    ro = rollout()
+    builder = HLTransitionBuilder(horizon=H)
+    rows = []
+    for t in range(T):
+        out = feed(builder, ro, range(t, t + 1))
+        assert tuple(out) == HL_KEYS and out["terminated"].dtype == torch.bool
         rows += as_rows(out)
     assert rows == EXPECTED
     # the skills chosen at t = 8 have run 1 step: not emitted, kept for the next call
@@ -443,14 +451,14 @@ def test_hl_transition_builder_exact():
         torch.full((N, 2), -1.0),
     )
     assert as_rows(out) == [
-        (obs_at(8, 1), z_at(8, 1), reward_at(8, 1) + 1.0, [-1.0, -1.0], True, False, 2)
+        (obs_at(8, 1), z_at(8, 1), reward_at(8, 1) + 1.0, [-1.0, -1.0], True, False)
     ]
 
 
 def test_hl_transition_observation_is_the_decision_state():
     """The reference stores s_{t+1} as the HL observation of every HL step but the first."""
     ro = rollout()
-    tr = hl_transitions(**ro, horizon=H)
+    tr = feed(HLTransitionBuilder(H), ro, range(T))
     # env 0's second skill was chosen at t = 3 in s_3, not in s_4
     second = [k for k in range(len(tr["reward"])) if tr["z"][k].tolist() == z_at(3, 0)]
     assert len(second) == 1
@@ -460,14 +468,18 @@ def test_hl_transition_observation_is_the_decision_state():
     assert torch.equal(tr["next_obs"][first], tr["obs"][second[0]])
 
 
-def test_hl_transitions_function_closes_skills_ending_at_the_last_state():
+@pytest.mark.parametrize("cut", [1, 2, 4, 7])
+def test_hl_transition_builder_state_dict_resumes_the_running_skills(cut: int):
+    """What a resumed run does: a fresh builder loads the saved running skills and emits the
+    same transitions as the builder that never stopped."""
     ro = rollout()
-    full = hl_transitions(**ro, horizon=H)  # t = 0..8: the skills chosen at t = 8 are dropped
-    assert as_rows(full) == EXPECTED
-    # t = 0..7: the skills chosen at t = 5 end exactly at states[8], the last state
-    cut = {k: v[: T - 1] for k, v in ro.items() if k != "states"}
-    short = hl_transitions(ro["states"][:T], **cut, horizon=H)
-    assert as_rows(short) == EXPECTED
+    first = HLTransitionBuilder(H)
+    before = feed(first, ro, range(cut))
+    resumed = HLTransitionBuilder(H)
+    resumed.load_state_dict(first.state_dict())
+    after = feed(resumed, ro, range(cut, T))
+    assert as_rows(before) + as_rows(after) == EXPECTED
+    assert as_rows(feed(first, ro, range(cut, T))) == as_rows(after)
 
 
 def test_hl_transition_builder_empty_output_has_shapes():
@@ -615,7 +627,7 @@ def test_replay_buffer_errors_speak():
 
 
 def test_replay_buffer_takes_hl_transitions():
-    tr = hl_transitions(**rollout(), horizon=H)
+    tr = feed(HLTransitionBuilder(H), rollout(), range(T))
     specs = {k: tuple(v.shape[1:]) for k, v in tr.items()}
     buf = ReplayBuffer(16, specs, dtypes={"terminated": torch.bool, "truncated": torch.bool})
     buf.add(tr)

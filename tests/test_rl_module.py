@@ -1,4 +1,4 @@
-"""HierarchicalSACModule, its networks, rollout callback and the ``pourlit fit`` RL config
+"""SACModule, its networks, rollout callback and the ``pourlit fit`` RL config
 (spirl.md section 2; pourlit.rl.module, pourlit.rl.policies, pourlit.rl.rollout)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from pourlit.cli import main
-from pourlit.rl import HierarchicalSACModule, TanhGaussianPolicy, TwinCritic
+from pourlit.rl import SACModule
+from pourlit.rl.policies import TanhGaussianPolicy, TwinCritic
 from pourlit.skills.module import SkillPriorModule, load_skill_prior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ def _states(skills, n: int = 32, seed: int = 0) -> torch.Tensor:
     return skills.state_mean + skills.state_std * torch.randn(n, skills.state_dim, generator=g)
 
 
-def _small_module(**kw) -> HierarchicalSACModule:
+def _small_module(**kw) -> SACModule:
     args = dict(
         skill_ckpt=str(SKILL_CKPT),
         num_envs=2,
@@ -35,7 +36,7 @@ def _small_module(**kw) -> HierarchicalSACModule:
         eval_episodes=2,
     )
     args.update(kw)
-    return HierarchicalSACModule(**args)
+    return SACModule(**args)
 
 
 def _trainer(tmp_path: Path, **kw) -> L.Trainer:
@@ -114,7 +115,7 @@ def test_mismatched_skill_checkpoint_fails_before_training(tmp_path: Path) -> No
         },
         ckpt,
     )
-    m = HierarchicalSACModule(str(ckpt), warmup_transitions=4, batch_size=4)
+    m = SACModule(str(ckpt), warmup_transitions=4, batch_size=4)
     with pytest.raises(ValueError, match=r"skill10\.ckpt.*10/7.*50/7"):
         _trainer(tmp_path).fit(m)
     assert m.env_steps == 0 and len(m.replay) == 0
@@ -150,7 +151,7 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
     state = ckpt["pourlit_rl"]
     assert state["replay"]["size"] == len(m.replay)
     assert state["env_steps"] == m.env_steps and state["episodes"] == m.episodes
-    loaded = HierarchicalSACModule.load_from_checkpoint(path)
+    loaded = SACModule.load_from_checkpoint(path)
     assert len(loaded.replay) == len(m.replay)
     torch.testing.assert_close(loaded.replay.data["obs"], m.replay.data["obs"])
     torch.testing.assert_close(loaded.log_alpha, m.log_alpha)
@@ -161,8 +162,8 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
 
     # pourlit evaluate recognises the RL checkpoint (it records its kind; the shipped skill
     # checkpoint predates that and is recognised by its hyperparameters) and rolls it out
+    from pourlit.checkpoints import checkpoint_kind
     from pourlit.cli import main as cli_main
-    from pourlit.evaluate import checkpoint_kind
 
     assert torch.load(path, map_location="cpu", weights_only=False)["pourlit_kind"] == "rl"
     assert "pourlit_kind" not in torch.load(SKILL_CKPT, map_location="cpu", weights_only=False)
@@ -279,7 +280,7 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
         kw |= dict(skill_ckpt=None, prior="none", prior_init=False, critic_hidden=32)
         kw["env"] = {"max_episode_steps": 8}  # one transition per env step: shorter episodes
 
-    def run(max_steps: int, ckpt: Path | None = None) -> tuple[HierarchicalSACModule, L.Trainer]:
+    def run(max_steps: int, ckpt: Path | None = None) -> tuple[SACModule, L.Trainer]:
         torch.manual_seed(0)
         m = _small_module(**kw)
         t = _trainer(tmp_path, max_steps=max_steps)
@@ -313,12 +314,18 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
 
 @pytest.mark.parametrize("name", ["spirl_cl", "default"])
 def test_shipped_rl_checkpoint_loads_and_acts(name: str) -> None:
-    from pourlit.evaluate import checkpoint_kind, load_rl_policy
+    from pourlit.checkpoints import checkpoint_kind
+    from pourlit.evaluate import load_rl_policy
 
     path = ROOT / f"checkpoints/rl/{name}.ckpt"
     assert checkpoint_kind(path) == "rl"
     assert path.stat().st_size < 8_000_000  # weights only: no replay buffer, no optimisers
+    # written before the rename: its _class_path names pourlit.rl.HierarchicalSACModule
+    assert torch.load(path, weights_only=False)["hyper_parameters"]["_class_path"].endswith(
+        "HierarchicalSACModule"
+    )
     policy = load_rl_policy(path, num_envs=2)
+    assert type(policy.module) is SACModule
     space = policy.module.space
     assert space.horizon == 10 and space.latent_dim == 10
     s = space.state_mean + space.state_std * torch.randn(2, space.state_dim)

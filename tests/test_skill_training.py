@@ -41,13 +41,14 @@ from skill_fixtures import (
     data_kwargs,
     env_config_dict,
     model_kwargs,
+    step_checkpoint_config,
     write_config,
     write_dataset,
 )
 
 from pourlit.cli import main
 from pourlit.data import RolloutDataModule, read_episode
-from pourlit.data.datamodule import ResumableDataLoader
+from pourlit.data.loader import ResumableDataLoader
 from pourlit.skills import SkillPrior, SkillPriorModule, load_skill_prior
 
 VAL_COLUMNS = ("val/recon_mse", "val/kl", "val/prior_nll", "val/loss")
@@ -229,20 +230,14 @@ def test_resume_matches_uninterrupted_training(data_dir: Path, tmp_path: Path) -
     res_trainer, resumed, _ = fit(data_dir, 2, ckpt_path=last, model=model)
 
     assert full_trainer.global_step == res_trainer.global_step == 2 * STEPS_PER_EPOCH
-    assert full_trainer.current_epoch == res_trainer.current_epoch
-    a, b = full.state_dict(), resumed.state_dict()
-    assert a.keys() == b.keys()
-    assert any(k.endswith("running_var") for k in a) and "state_mean" in a
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    # not vacuous: the second epoch changed the weights and the BatchNorm statistics
-    changed = [k for k in a if not torch.equal(a[k], saved["state_dict"][k])]
-    assert any("running_mean" in k for k in changed) and any("weight" in k for k in changed)
-
     opt_a, opt_b = full_trainer.optimizers[0], res_trainer.optimizers[0]
     assert isinstance(opt_a, torch.optim.RAdam) and isinstance(opt_b, torch.optim.RAdam)
-    sa, sb = opt_a.state_dict(), opt_b.state_dict()
-    assert_same_optimizer_state(sa, sb)
+    assert_same_training_state(full_trainer, full, res_trainer, resumed)
+    # not vacuous: the second epoch changed the weights and the BatchNorm statistics
+    a = full.state_dict()
+    changed = [k for k in a if not torch.equal(a[k], saved["state_dict"][k])]
+    assert any("running_mean" in k for k in changed) and any("weight" in k for k in changed)
+    sa = opt_a.state_dict()
     assert all(float(st["step"]) == 2 * STEPS_PER_EPOCH for st in sa["state"].values())
 
 
@@ -400,12 +395,7 @@ def test_cli_resume_mid_epoch_with_ckpt_path_last(
 
     def config(run: Path, kill: int | None = None) -> Path:
         cfg = cli_config(data_dir, run, trainer={"max_epochs": 2})
-        callbacks = cfg["trainer"]["callbacks"]
-        (step_cb,) = [cb for cb in callbacks if "every_n_train_steps" in cb["init_args"]]
-        step_cb["init_args"]["every_n_train_steps"] = 3
-        if kill is not None:
-            kill_cb = {"class_path": "skill_fixtures.KillAtStep", "init_args": {"step": kill}}
-            callbacks.append(kill_cb)
+        cfg = step_checkpoint_config(cfg, 3, kill)
         return write_config(tmp_path / f"{run.name}-{kill}.yaml", cfg)
 
     full, run = tmp_path / "full", tmp_path / "run"
@@ -571,9 +561,10 @@ def test_load_skill_prior_is_frozen_and_has_the_right_shapes(trained: SimpleName
 def test_exported_checkpoint_is_smaller_and_loads_the_same(
     trained: SimpleNamespace, tmp_path: Path
 ) -> None:
-    from pourlit.skills.module import export_checkpoint
+    from pourlit.checkpoints import export_checkpoint
 
-    out = export_checkpoint(trained.ckpt, tmp_path / "small" / "skill.ckpt")
+    out = tmp_path / "small" / "skill.ckpt"
+    assert main(["export", str(trained.ckpt), str(out)]) == 0
     full, small = load_ckpt(trained.ckpt), load_ckpt(out)
     assert "optimizer_states" in full and "optimizer_states" not in small
     assert "loops" not in small and small["global_step"] == full["global_step"]
@@ -767,12 +758,7 @@ def test_ddp_resume_mid_epoch_matches_uninterrupted_training(
 
     def pourlit_fit(run: Path, kill: int | None = None, *extra: str) -> int:
         cfg = cli_config(data_dir, run, data={"windows_per_epoch": 192}, trainer={"max_epochs": 2})
-        callbacks = cfg["trainer"]["callbacks"]
-        (step_cb,) = [cb for cb in callbacks if "every_n_train_steps" in cb["init_args"]]
-        step_cb["init_args"]["every_n_train_steps"] = 2
-        if kill is not None:
-            kill_cb = {"class_path": "skill_fixtures.KillAtStep", "init_args": {"step": kill}}
-            callbacks.append(kill_cb)
+        cfg = step_checkpoint_config(cfg, 2, kill)
         path = write_config(tmp_path / f"{run.name}-{kill}.yaml", cfg)
         cmd = [sys.executable, "-m", "pourlit.cli", "fit", "-c", str(path), *ddp, *extra]
         proc = subprocess.run(

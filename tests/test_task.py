@@ -81,16 +81,6 @@ def test_quat_mul_matches_mujoco() -> None:
         np.testing.assert_allclose(got[i], want, atol=1e-12)
 
 
-def test_quat_rotate_matches_rotation_matrix() -> None:
-    q = random_quats(20, seed=3)
-    v = torch.as_tensor(np.random.default_rng(4).normal(size=(20, 3)), dtype=DTYPE)
-    got = task.quat_rotate(q, v).numpy()
-    for i in range(20):
-        mat = np.empty(9)
-        mujoco.mju_quat2Mat(mat, q[i].numpy())
-        np.testing.assert_allclose(got[i], mat.reshape(3, 3) @ v[i].numpy(), atol=1e-12)
-
-
 def test_quat_canonical_and_up_axis() -> None:
     q = random_quats(10, seed=5)
     c = task.quat_canonical(-q)

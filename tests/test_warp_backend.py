@@ -159,9 +159,9 @@ def test_collect_runs_on_the_warp_backend(tmp_path) -> None:
 def test_rl_training_runs_on_the_warp_backend(tmp_path) -> None:
     import lightning as L
 
-    from pourlit.rl import HierarchicalSACModule
+    from pourlit.rl import SACModule
 
-    m = HierarchicalSACModule(
+    m = SACModule(
         prior="none", prior_init=False, critic_hidden=32, warmup_transitions=6, batch_size=8,
         env={"backend": "mujoco_warp", "device": "cpu", "max_episode_steps": 10},
     )  # fmt: skip

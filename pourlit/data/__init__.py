@@ -1,9 +1,9 @@
-"""Rollout datasets: one-episode HDF5 files, their reading, writing and summaries, and the
-LightningDataModule that serves skill-learning windows from them.
+"""Rollout datasets: one-episode HDF5 files (``rollout.py``: the format, reading, writing,
+naming), their summaries (``summary.py``) and the LightningDataModule that serves
+skill-learning windows from them (``datamodule.py``, ``windows.py``, ``loader.py``).
 
-The datamodule names (``RolloutDataModule``, ``SkippedRolloutWarning``, ``WindowDataset``,
-``WindowSampler``) are imported lazily on first access, so that reading and writing rollouts does
-not pay for importing torch and lightning.
+``RolloutDataModule`` and ``SkippedRolloutWarning`` are imported lazily on first access, so
+that reading and writing rollouts does not pay for importing torch and lightning.
 """
 
 from __future__ import annotations
@@ -11,32 +11,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pourlit.data.rollout import (
-    ROLLOUT_GLOB,
-    DatasetSummary,
     Episode,
     RolloutFormatError,
     RolloutWriteError,
-    episode_indices,
-    format_summary,
     list_rollouts,
     next_free_index,
     read_episode,
     rollout_path,
-    summarize,
     write_episode,
 )
+from pourlit.data.summary import format_summary, summarize
 
 __all__ = [
-    "ROLLOUT_GLOB",
-    "DatasetSummary",
     "Episode",
     "RolloutDataModule",
     "RolloutFormatError",
     "RolloutWriteError",
     "SkippedRolloutWarning",
-    "WindowDataset",
-    "WindowSampler",
-    "episode_indices",
     "format_summary",
     "list_rollouts",
     "next_free_index",
@@ -46,15 +37,10 @@ __all__ = [
     "write_episode",
 ]
 
-_LAZY = {"RolloutDataModule", "SkippedRolloutWarning", "WindowDataset", "WindowSampler"}
+_LAZY = {"RolloutDataModule", "SkippedRolloutWarning"}
 
 if TYPE_CHECKING:
-    from pourlit.data.datamodule import (
-        RolloutDataModule,
-        SkippedRolloutWarning,
-        WindowDataset,
-        WindowSampler,
-    )
+    from pourlit.data.datamodule import RolloutDataModule, SkippedRolloutWarning
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,8 @@
-"""How a trained (hierarchical) SAC module acts in a vectorised env, one skill clock per env:
-used by the module's validation and by ``pourlit evaluate``."""
+"""How a policy with a decision clock acts in a vectorised env: each env picks a new agent
+action z every ``horizon`` steps of its own clock (restarted at every episode start) and turns
+(s, z) into env actions at every step. ``AgentPolicy`` is a trained SAC module acting (the
+module's validation and ``pourlit evaluate``); ``pourlit evaluate``'s prior rollouts use the
+same clock."""
 
 from __future__ import annotations
 
@@ -9,20 +12,48 @@ import numpy as np
 import torch
 
 
-class HierarchicalPolicy:
-    """A (hierarchical) SAC module acting: every H steps of each env's own skill clock a new
-    agent action from ``module.act`` in ``mode`` (``sampled``: a sample of pi, or with skill
-    selection the best candidate by Q; ``mean``: z = action_scale * tanh(mu(s))), then the
-    frozen low level (decoder) at every step. Used by the module's validation and by
-    ``pourlit evaluate`` on RL checkpoints."""
+class ClockedPolicy:
+    """The clock: ``choose(states)`` gives new agent actions (M, n_z) for the envs at a
+    decision, ``low_level(states, z)`` env actions (N, d_a) for all of them; ``begin(ids)``
+    (the episode runner calls it at episode starts) restarts those envs' clocks."""
+
+    def __init__(
+        self, num_envs: int, horizon: int, latent_dim: int, device: torch.device | str = "cpu"
+    ) -> None:
+        self.horizon = horizon
+        self.clock = np.zeros(num_envs, dtype=np.int64)
+        self.z = torch.zeros(num_envs, latent_dim, device=device)
+
+    def choose(self, states: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def begin(self, ids: np.ndarray) -> None:
+        self.clock[ids] = 0
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        new = np.flatnonzero(self.clock % self.horizon == 0)
+        if len(new):
+            self.z[new] = self.choose(obs[new])
+        self.clock += 1
+        return self.low_level(obs, self.z)
+
+
+class AgentPolicy(ClockedPolicy):
+    """A ``SACModule`` acting: every ``space.horizon`` steps (H for skills, 1 for flat
+    actions) a new agent action from ``module.act`` in ``mode`` (``sampled``: a sample of pi,
+    or with skill selection the best candidate by Q; ``mean``: z = action_scale * tanh(mu(s))),
+    then the space's low level (the frozen decoder for skills) at every step."""
 
     def __init__(self, module: Any, num_envs: int, mode: str = "sampled", seed: int = 0) -> None:
+        space = module.space
+        super().__init__(num_envs, space.horizon, space.latent_dim, module.device)
         self.module = module
         self.mode = mode
         self.gen = torch.Generator(device=module.device).manual_seed(seed)
-        self.horizon = module.space.horizon
-        self.clock = np.zeros(num_envs, dtype=np.int64)
-        self.z = torch.zeros(num_envs, module.space.latent_dim, device=module.device)
 
     @property
     def name(self) -> str:
@@ -35,14 +66,12 @@ class HierarchicalPolicy:
         n = 2 * k if self.module.space.prior is not None else k
         return f"sampled, best of {n} by Q"
 
-    def begin(self, ids: np.ndarray) -> None:
-        self.clock[ids] = 0
+    def choose(self, states: torch.Tensor) -> torch.Tensor:
+        return self.module.act(states, self.mode, generator=self.gen)
+
+    def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.module.low_level(states, z)
 
     @torch.no_grad()
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        obs = obs.to(self.module.device)
-        new = np.flatnonzero(self.clock % self.horizon == 0)
-        if len(new):
-            self.z[new] = self.module.act(obs[new], self.mode, generator=self.gen)
-        self.clock += 1
-        return self.module.low_level(obs, self.z).cpu()
+        return super().__call__(obs.to(self.module.device)).cpu()

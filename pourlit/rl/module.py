@@ -1,28 +1,33 @@
-"""HierarchicalSACModule: SPiRL's RL stage (hierarchical SAC with the learned skill prior).
+"""SACModule: the RL stage, SAC with a learned prior, in skill space (SPiRL, SSP) or in the raw
+action space (the flat baselines). Equations, defaults and update order: docs/algorithm.md,
+sections 2-3; the math is ``pourlit.rl.sac``, what the agent acts in ``pourlit.rl.spaces``.
 
-High level (HL): a tanh-Gaussian policy over skills z = action_scale * tanh(u), regularised
-toward the learned prior q_hat(z | s) by D(s) = KL(pi(.|s) || q_hat(.|s)) with a temperature
-alpha tuned toward ``target_divergence``. Low level: the frozen closed-loop decoder of a skill
-checkpoint. Equations, defaults and update order: docs/algorithm.md, sections 2-3; the
-math itself is in ``pourlit.rl.sac``.
+The loop, as Lightning runs it; the methods below appear in this order:
+
+1. build (``__init__``, ``setup``): the space and its frozen prior, the policy (by default a
+   copy of the prior), twin critics, temperature and replay buffer; in ``fit`` the training
+   env, its sizes checked against the space's.
+2. collect (``SkillRolloutCallback``, ``act``): before every training batch the callback
+   steps all envs, with a new agent action from ``act`` at each env's decision steps, until
+   the module is owed an update (while warming up: until one new transition); finished
+   episodes arrive through ``record_episodes``.
+3. warm up (``training_step``): no update while the replay buffer holds fewer than
+   ``warmup_transitions`` transitions (``act`` samples the learned prior meanwhile).
+4. update (``training_step`` -> ``update``): at most one SAC update per batch; the first
+   ``critic_warmup_updates`` train the critics only.
+5. validate (``validation_step``): every ``trainer.limit_train_batches`` batches,
+   ``eval_episodes`` episodes from seed ``eval_seed`` in a separate env.
+6. stop: after ``max_env_steps`` collected env steps (``training_step`` sets
+   ``should_stop``) or ``trainer.max_steps`` updates.
 
 Lightning wiring (docs/architecture.md):
 
-- ``automatic_optimization = False``; ``SkillRolloutCallback`` (added by
-  ``configure_callbacks``) steps the env before every training batch; ``training_step`` does
-  at most ONE gradient update per batch.
-- The training loader is endless (one integer per batch), so an epoch never ends by itself:
-  bound a run with ``trainer.max_steps`` and, for epoch-based validation / checkpoints, set
-  ``trainer.limit_train_batches`` (= batches per "epoch", warmup batches included).
-- ``global_step`` = number of HL gradient UPDATES. Lightning 2.6 counts every
-  ``LightningOptimizer.step`` call of every optimizer in manual optimisation, so only the policy
-  optimizer is stepped through Lightning's wrapper; the critic and temperature optimizers are
-  stepped on the wrapped torch optimizers (``opt.optimizer.step()``). Warmup batches (replay
-  buffer smaller than ``warmup_transitions``) do no update and do not advance global_step, so
-  ``max_steps`` counts updates only.
-- Validation = ``eval_episodes`` rollouts acting in ``eval_mode`` (sampled by default, as the
-  agent acts; or the mean skill) on a separate env seeded with ``eval_seed`` (keep these
-  validation seeds apart from the test seeds that ``pourlit evaluate`` reports).
+- ``automatic_optimization = False``; the loaders carry no data (``pourlit.rl.loaders``).
+- ``global_step`` = number of updates. Lightning 2.6 counts every ``LightningOptimizer.step``
+  call of every optimizer in manual optimisation, so only the policy optimizer is stepped
+  through Lightning's wrapper; the critic and temperature optimizers are stepped on the wrapped
+  torch optimizers (``opt.optimizer.step()``). Warmup batches do no update, so ``max_steps``
+  counts updates only.
 - Checkpoints hold the networks, optimisers, log_alpha, the replay buffer, the counters
   (env_steps, episodes, update credit), the torch RNG states, the training env's full state
   and (in the rollout callback's state) the running skills: ``--ckpt_path last`` continues
@@ -33,18 +38,18 @@ from __future__ import annotations
 
 import contextvars
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from pourlit.rl.acting import HierarchicalPolicy
-from pourlit.rl.policies import TanhGaussianPolicy, TwinCritic
-from pourlit.rl.replay import ReplayBuffer
+from pourlit.rl.acting import AgentPolicy
+from pourlit.rl.buffer import ReplayBuffer
+from pourlit.rl.loaders import update_loader, validation_loader
+from pourlit.rl.policies import TwinCritic, initial_policy
 from pourlit.rl.rollout import SkillRolloutCallback
 from pourlit.rl.sac import (
     alpha_loss,
@@ -57,7 +62,7 @@ from pourlit.rl.sac import (
     squashed_sample,
 )
 from pourlit.rl.select import best_by_q, squashed_samples
-from pourlit.rl.spaces import FlatSpace, SkillSpace
+from pourlit.rl.spaces import make_env, space_from_checkpoints
 from pourlit.skills.nets import DiagGaussian, unit_gaussian_like
 
 PRIORS = ("learned", "unit", "none")
@@ -65,34 +70,7 @@ EVAL_MODES = ("sampled", "mean")
 SQUASHES = ("tanh", "prior")
 
 
-class _Forever(IterableDataset):
-    """Yields 0, 1, 2, ... forever: one item = one training batch = at most one update."""
-
-    def __iter__(self) -> Iterator[int]:
-        i = 0
-        while True:
-            yield i
-            i += 1
-
-
-class _UpdateLoader(DataLoader):
-    """The endless training loader. Its items carry nothing (collection and sampling state are
-    the module's), so its resume state is empty; being stateful tells Lightning that resuming
-    mid-"epoch" is fine."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-class _Once(IterableDataset):
-    def __iter__(self) -> Iterator[int]:
-        yield 0
-
-
-class HierarchicalSACModule(L.LightningModule):
+class SACModule(L.LightningModule):
     """SAC in skill space (SPiRL, SSP) or in the raw action space (the flat baselines).
 
     What the agent acts in (``pourlit.rl.spaces``):
@@ -219,33 +197,24 @@ class HierarchicalSACModule(L.LightningModule):
             )
         self.save_hyperparameters()
         self.automatic_optimization = False
+        hp = self.hparams
         # In a fresh contextvars context: LightningCLI instantiates this class inside a context
-        # whose "given hyperparameters" the nested module's save_hyperparameters would otherwise
-        # take as its own.
-        self.space = contextvars.Context().run(self._make_space)
+        # whose "given hyperparameters" the prior module's save_hyperparameters (run when its
+        # checkpoint loads) would otherwise take as its own.
+        args = (skill_ckpt, action_prior_ckpt, ckpt_hparams, action_scale, ll_squash)
+        self.space, hp.ckpt_hparams = contextvars.Context().run(space_from_checkpoints, *args)
         sp = self.space
         if sp.prior is None and (prior == "learned" or prior_init):
             raise ValueError(
                 f"prior={prior!r}, prior_init={prior_init}: needs a learned prior, but no "
                 "skill_ckpt or action_prior_ckpt is given (plain SAC: prior none, prior_init false)"
             )
-        d_s, n_z, scale = sp.state_dim, sp.latent_dim, sp.action_scale
-        if prior_init:
-            self.policy = TanhGaussianPolicy.from_prior(sp, scale)
-        else:
-            if sp.prior is not None:  # same architecture as the prior, fresh weights
-                hidden = sp.prior[0].out_features
-                blocks = sum(isinstance(m, nn.BatchNorm1d) for m in sp.prior)
-            else:
-                hidden, blocks = critic_hidden, 2
-            self.policy = TanhGaussianPolicy(d_s, n_z, hidden, blocks, scale)
-            self.policy.state_mean.copy_(sp.state_mean)
-            self.policy.state_std.copy_(sp.state_std)
-        self.critic = TwinCritic(d_s, n_z, critic_hidden, critic_layers)
+        self.policy = initial_policy(sp, prior_init, critic_hidden)
+        self.critic = TwinCritic(sp.state_dim, sp.latent_dim, critic_hidden, critic_layers)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.zeros(()))
         self.replay = self._make_replay("cpu")
-        self._gen = torch.Generator().manual_seed(seed)
+        self._gen = torch.Generator().manual_seed(seed)  # replay sampling
         self.env: Any = None  # PouringVecEnv, built in setup
         self._eval_env: Any = None
         self.env_steps = 0
@@ -257,62 +226,51 @@ class HierarchicalSACModule(L.LightningModule):
         self.env_restored = False  # on_load_checkpoint put the training env mid-episode
         self._env_snapshot: dict[str, Any] | None = None  # env state at teardown
 
-    # -- pieces ------------------------------------------------------------------------------
-    def _make_space(self) -> SkillSpace | FlatSpace:
-        """The agent's action space; loads the frozen prior checkpoint (or, when this module
-        comes from an RL checkpoint, rebuilds it from ``ckpt_hparams``)."""
-        from pourlit.skills import ActionPrior, ActionPriorModule, SkillPrior, SkillPriorModule
-        from pourlit.skills.frozen import load_module
-
-        hp = self.hparams
-        for path, module_cls, frozen_cls, what in (
-            (hp.skill_ckpt, SkillPriorModule, SkillPrior, "skill"),
-            (hp.action_prior_ckpt, ActionPriorModule, ActionPrior, "action-prior"),
-        ):
-            if path is None:
-                continue
-            if hp.ckpt_hparams is not None:  # an RL checkpoint: weights come from its state
-                frozen = frozen_cls(module_cls(**hp.ckpt_hparams))
-            else:
-                frozen = frozen_cls(load_module(module_cls, path, what))
-                hp.ckpt_hparams = dict(frozen.hparams)
-            if frozen_cls is ActionPrior:
-                return FlatSpace(frozen)
-            scale = 2.0 if hp.action_scale is None else float(hp.action_scale)
-            return SkillSpace(frozen, scale, hp.ll_squash)
-        from pourlit.sim import task
-        from pourlit.sim.env import EnvConfig
-
-        return FlatSpace(None, task.OBS_DIM, len(task.ACTION_NAMES), EnvConfig().to_dict())
-
     def _make_replay(self, device: torch.device | str) -> ReplayBuffer:
+        """Room for ``replay_capacity`` HL transitions (``pourlit.rl.sac.HL_KEYS``)."""
         d_s, n_z = self.space.state_dim, self.space.latent_dim
         specs = {"obs": (d_s,), "z": (n_z,), "reward": (), "next_obs": (d_s,)}
         specs |= {"terminated": (), "truncated": ()}
         return ReplayBuffer(int(self.hparams.replay_capacity), specs, device)
 
+    # -- 1. build ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Build the training env (checks the checkpoint's sizes against it before any
+        training)."""
+        if stage == "fit" and self.env is None:
+            self.env = self._make_env()
+
+    def _make_env(self) -> Any:
+        hp = self.hparams
+        return make_env(self.space, hp.env, int(hp.num_envs), hp.skill_ckpt or hp.action_prior_ckpt)
+
+    def on_fit_start(self) -> None:
+        if self.replay.device != self.device:  # keep the replay buffer on the module's device
+            state = self.replay.state_dict()
+            self.replay = self._make_replay(self.device)
+            self.replay.load_state_dict(state)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [SkillRolloutCallback()]
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        lr = float(self.hparams.lr)
+        return [
+            torch.optim.Adam(self.policy.parameters(), lr=lr),
+            torch.optim.Adam(self.critic.parameters(), lr=lr),
+            torch.optim.Adam([self.log_alpha], lr=lr),
+        ]
+
+    def train_dataloader(self) -> DataLoader:
+        return update_loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return validation_loader()
+
+    # -- 2. collect (called by the rollout callback) -------------------------------------------
     @property
     def warming_up(self) -> bool:
         return len(self.replay) < max(1, int(self.hparams.warmup_transitions))
-
-    def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
-        """The divergence target for raw states (B, d_s): the learned prior, or N(0, I) for
-        ``prior="unit"``."""
-        if self.hparams.prior == "learned":
-            return self.space.prior_dist(states)
-        return unit_gaussian_like(states.new_zeros(states.shape[0], self.space.latent_dim))
-
-    def behaviour_dist(self, states: torch.Tensor, warmup: bool) -> DiagGaussian:
-        """The distribution over pre-tanh agent actions the rollout samples from: during warmup
-        the learned prior where there is one (``prior="learned"``), else the policy."""
-        if warmup and self.hparams.prior == "learned":
-            return self.space.prior_dist(states)
-        return self.policy(states)
-
-    @property
-    def squash_width(self) -> float:
-        """c of z = m tanh(u / c): 1 for SPiRL's squash, m for ``squash="prior"``."""
-        return self.space.action_scale if self.hparams.squash == "prior" else 1.0
 
     @property
     def selecting(self) -> bool:
@@ -320,23 +278,10 @@ class HierarchicalSACModule(L.LightningModule):
         hp = self.hparams
         return int(hp.q_select) > 0 and self.updates >= max(1, int(hp.critic_warmup_updates))
 
-    def skill_candidates(
-        self,
-        states: torch.Tensor,
-        generator: torch.Generator | None = None,
-        pi: DiagGaussian | None = None,
-        prior: DiagGaussian | None = None,
-    ) -> torch.Tensor:
-        """(2K, B, n_z): K squashed samples of pi(.|s) then K of the learned prior (K of pi
-        only where there is no learned prior), K = ``q_select``. ``pi`` / ``prior``: the two
-        distributions at ``states`` when the caller has them already."""
-        k, scale, w = int(self.hparams.q_select), self.space.action_scale, self.squash_width
-        pi = self.policy(states) if pi is None else pi
-        parts = [squashed_samples(pi, k, scale, generator, w)]
-        if self.space.prior is not None:
-            prior = self.space.prior_dist(states) if prior is None else prior
-            parts.append(squashed_samples(prior, k, scale, generator, w))
-        return torch.cat(parts)
+    @property
+    def squash_width(self) -> float:
+        """c of z = m tanh(u / c): 1 for SPiRL's squash, m for ``squash="prior"``."""
+        return self.space.action_scale if self.hparams.squash == "prior" else 1.0
 
     @torch.no_grad()
     def act(
@@ -360,29 +305,34 @@ class HierarchicalSACModule(L.LightningModule):
             return best_by_q(self.critic, states, self.skill_candidates(states, generator))[0]
         return squashed_samples(self.behaviour_dist(states, warmup), 1, scale, generator, w)[0]
 
+    def behaviour_dist(self, states: torch.Tensor, warmup: bool) -> DiagGaussian:
+        """The distribution over pre-tanh agent actions the rollout samples from: during warmup
+        the learned prior where there is one (``prior="learned"``), else the policy."""
+        if warmup and self.hparams.prior == "learned":
+            return self.space.prior_dist(states)
+        return self.policy(states)
+
+    def skill_candidates(
+        self,
+        states: torch.Tensor,
+        generator: torch.Generator | None = None,
+        pi: DiagGaussian | None = None,
+        prior: DiagGaussian | None = None,
+    ) -> torch.Tensor:
+        """(2K, B, n_z): K squashed samples of pi(.|s) then K of the learned prior (K of pi
+        only where there is no learned prior), K = ``q_select``. ``pi`` / ``prior``: the two
+        distributions at ``states`` when the caller has them already."""
+        k, scale, w = int(self.hparams.q_select), self.space.action_scale, self.squash_width
+        pi = self.policy(states) if pi is None else pi
+        parts = [squashed_samples(pi, k, scale, generator, w)]
+        if self.space.prior is not None:
+            prior = self.space.prior_dist(states) if prior is None else prior
+            parts.append(squashed_samples(prior, k, scale, generator, w))
+        return torch.cat(parts)
+
     def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Env actions (N, d_a) in [-1, 1] for states (N, d_s) and agent actions z (N, n_z)."""
         return self.space.low_level(states, z)
-
-    def _env_config(self, num_envs: int) -> Any:
-        from pourlit.sim.env import EnvConfig
-
-        stored = dict(self.space.env_config or {})
-        return EnvConfig.merged(stored, self.hparams.env, num_envs=num_envs)
-
-    def _build_env(self) -> Any:
-        from pourlit.sim.env import PouringVecEnv
-
-        env = PouringVecEnv(self._env_config(int(self.hparams.num_envs)))
-        sp = self.space
-        if env.obs_dim != sp.state_dim or env.action_dim != sp.env_action_dim:
-            env.close()
-            src = self.hparams.skill_ckpt or self.hparams.action_prior_ckpt
-            raise ValueError(
-                f"{src}: checkpoint has state/action sizes {sp.state_dim}/{sp.env_action_dim}, "
-                f"the env has {env.obs_dim}/{env.action_dim}; train it on this env's data"
-            )
-        return env
 
     def record_episodes(
         self, success: torch.Tensor, poured: torch.Tensor, returns: torch.Tensor
@@ -394,86 +344,42 @@ class HierarchicalSACModule(L.LightningModule):
         self.ep_poured.update(poured.to(self.device))
         self.ep_return.update(returns.to(self.device))
 
-    # -- Lightning hooks -----------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        """Build the env (checks the checkpoint's sizes against it before any training)."""
-        if stage == "fit" and self.env is None:
-            self.env = self._build_env()
-
-    def teardown(self, stage: str) -> None:
-        """Close the envs; the training env's state is kept for a checkpoint saved after
-        ``fit`` returns (``trainer.save_checkpoint``), so that one resumes exactly too."""
-        if self.env is not None and self.env._obs is not None:
-            self._env_snapshot = self.env.state_dict()
-        for name in ("env", "_eval_env"):
-            env = getattr(self, name)
-            if env is not None:
-                env.close()
-                setattr(self, name, None)
-
-    def on_fit_start(self) -> None:
-        if self.replay.device != self.device:  # keep the replay buffer on the module's device
-            state = self.replay.state_dict()
-            self.replay = self._make_replay(self.device)
-            self.replay.load_state_dict(state)
-
-    def configure_callbacks(self) -> list[L.Callback]:
-        return [SkillRolloutCallback()]
-
-    def train_dataloader(self) -> DataLoader:
-        # Its own generator: a DataLoader iterator draws a base seed from the global torch RNG
-        # when created, which would shift a resumed run's skill sampling by one draw.
-        return _UpdateLoader(_Forever(), batch_size=None, generator=torch.Generator())
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(_Once(), batch_size=None)
-
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        lr = float(self.hparams.lr)
-        return [
-            torch.optim.Adam(self.policy.parameters(), lr=lr),
-            torch.optim.Adam(self.critic.parameters(), lr=lr),
-            torch.optim.Adam([self.log_alpha], lr=lr),
-        ]
-
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor] | None:
-        """One HL update (or none during warmup); the env was stepped by the rollout callback."""
+    # -- 3.-6. the loop body -------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One pass of the loop; the rollout callback has just collected (2)."""
         self._log_collection()
         budget = self.hparams.max_env_steps
-        if budget is not None and self.env_steps >= budget:
+        if budget is not None and self.env_steps >= budget:  # 6. stop
             self.trainer.should_stop = True  # Lightning ends fit after this batch
-        if self.warming_up or self.update_credit < 1.0:
-            return None
-        self.update_credit -= 1.0
+        if self.warming_up or self.update_credit < 1.0:  # 3. warm up (or no update owed)
+            return
+        self.update_credit -= 1.0  # 4. update
         out = self.update()
         self.log_dict({f"train/{k}": v for k, v in out.items()}, on_step=True, batch_size=1)
-        return None
+        # 5. validation: Lightning calls validation_step every limit_train_batches batches
 
-    def regulariser(
-        self,
-        dist: DiagGaussian,
-        log_prob: torch.Tensor,
-        states: torch.Tensor,
-        prior: DiagGaussian | None = None,
-    ) -> torch.Tensor:
-        """Per-state (B,) term that alpha weighs: D(s) = KL(pi || prior) for ``prior`` learned /
-        unit, or log pi(a | s) of the sampled action for ``prior="none"`` (plain SAC).
-        ``prior``: ``prior_dist(states)`` when the caller has it already."""
-        hp = self.hparams
-        if hp.prior == "none":
-            return log_prob
-        prior = self.prior_dist(states) if prior is None else prior
-        return prior_divergence(dist, prior, hp.analytic_divergence)
-
-    def temperature_loss(self, reg: torch.Tensor) -> torch.Tensor:
-        hp = self.hparams
-        if hp.prior == "none":
-            target = (
-                -float(self.space.latent_dim) if hp.target_entropy is None else hp.target_entropy
+    def _log_collection(self) -> None:
+        self.log("env_steps", float(self.env_steps), prog_bar=True, on_step=True, batch_size=1)
+        self.log("train/episodes", float(self.episodes), on_step=True, batch_size=1)
+        self.log("train/replay_size", float(len(self.replay)), on_step=True, batch_size=1)
+        if self._ep_seen > 0:  # running means over this epoch's finished episodes
+            self.log_dict(
+                {
+                    "train/success_rate": self.ep_success.compute(),
+                    "train/return": self.ep_return.compute(),
+                },
+                prog_bar=True,
+                on_step=True,
+                batch_size=1,
             )
-            return entropy_alpha_loss(self.log_alpha, reg, target)
-        return alpha_loss(self.log_alpha, reg, hp.target_divergence)
+            self.log("train/poured_fraction", self.ep_poured.compute(), on_step=True, batch_size=1)
 
+    def on_train_epoch_end(self) -> None:
+        for m in (self.ep_success, self.ep_poured, self.ep_return):
+            m.reset()
+        self._ep_seen = 0
+
+    # -- 4. update -----------------------------------------------------------------------------
     def update(self) -> dict[str, torch.Tensor]:
         """One SAC update in spirl.md's order: alpha step, policy loss, critic target (no
         grad), critic losses, policy step, critic steps, Polyak. With ``prior="none"`` the
@@ -546,44 +452,52 @@ class HierarchicalSACModule(L.LightningModule):
             out["divergence"] = reg.detach().mean()
         return out
 
-    def _log_collection(self) -> None:
-        self.log("env_steps", float(self.env_steps), prog_bar=True, on_step=True, batch_size=1)
-        self.log("train/episodes", float(self.episodes), on_step=True, batch_size=1)
-        self.log("train/replay_size", float(len(self.replay)), on_step=True, batch_size=1)
-        if self._ep_seen > 0:  # running means over this epoch's finished episodes
-            self.log_dict(
-                {
-                    "train/success_rate": self.ep_success.compute(),
-                    "train/return": self.ep_return.compute(),
-                },
-                prog_bar=True,
-                on_step=True,
-                batch_size=1,
+    def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
+        """The divergence target for raw states (B, d_s): the learned prior, or N(0, I) for
+        ``prior="unit"``."""
+        if self.hparams.prior == "learned":
+            return self.space.prior_dist(states)
+        return unit_gaussian_like(states.new_zeros(states.shape[0], self.space.latent_dim))
+
+    def regulariser(
+        self,
+        dist: DiagGaussian,
+        log_prob: torch.Tensor,
+        states: torch.Tensor,
+        prior: DiagGaussian | None = None,
+    ) -> torch.Tensor:
+        """Per-state (B,) term that alpha weighs: D(s) = KL(pi || prior) for ``prior`` learned /
+        unit, or log pi(a | s) of the sampled action for ``prior="none"`` (plain SAC).
+        ``prior``: ``prior_dist(states)`` when the caller has it already."""
+        hp = self.hparams
+        if hp.prior == "none":
+            return log_prob
+        prior = self.prior_dist(states) if prior is None else prior
+        return prior_divergence(dist, prior, hp.analytic_divergence)
+
+    def temperature_loss(self, reg: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        if hp.prior == "none":
+            target = (
+                -float(self.space.latent_dim) if hp.target_entropy is None else hp.target_entropy
             )
-            self.log("train/poured_fraction", self.ep_poured.compute(), on_step=True, batch_size=1)
+            return entropy_alpha_loss(self.log_alpha, reg, target)
+        return alpha_loss(self.log_alpha, reg, hp.target_divergence)
 
-    def on_train_epoch_end(self) -> None:
-        for m in (self.ep_success, self.ep_poured, self.ep_return):
-            m.reset()
-        self._ep_seen = 0
-
-    # -- evaluation ---------------------------------------------------------------------------
+    # -- 5. validate ---------------------------------------------------------------------------
     @torch.no_grad()
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        from pourlit.sim.env import PouringVecEnv
         from pourlit.sim.episodes import run_episodes
 
+        hp = self.hparams
         if self._eval_env is None:
-            self._eval_env = PouringVecEnv(self._env_config(int(self.hparams.num_envs)))
+            self._eval_env = self._make_env()
         env = self._eval_env
         # its own generator: validation draws no global randomness, so resume stays exact
-        policy = HierarchicalPolicy(
-            self, env.num_envs, str(self.hparams.eval_mode), int(self.hparams.eval_seed)
-        )
+        policy = AgentPolicy(self, env.num_envs, str(hp.eval_mode), int(hp.eval_seed))
         res = run_episodes(
-            env, policy, policy.begin, int(self.hparams.eval_episodes),
-            int(self.hparams.eval_seed), progress=False,
-        )  # fmt: skip
+            env, policy, policy.begin, int(hp.eval_episodes), int(hp.eval_seed), progress=False
+        )
         self.log_dict(
             {
                 "val/success_rate": res["success_rate"],
@@ -595,11 +509,11 @@ class HierarchicalSACModule(L.LightningModule):
             batch_size=1,
         )
 
-    # -- checkpoints --------------------------------------------------------------------------
+    # -- checkpoints and teardown --------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Adds the replay buffer, counters, RNG states and the training env's state (key
         ``pourlit_rl``); the rollout callback saves its running skills itself."""
-        checkpoint["pourlit_kind"] = "rl"  # pourlit.evaluate.checkpoint_kind
+        checkpoint["pourlit_kind"] = "rl"  # pourlit.checkpoints.checkpoint_kind
         checkpoint["pourlit_rl"] = {
             "replay": self.replay.state_dict(),
             "env_steps": self.env_steps,
@@ -633,3 +547,20 @@ class HierarchicalSACModule(L.LightningModule):
         if self.env is not None and state.get("env") is not None:
             self.env.load_state_dict(state["env"])
             self.env_restored = True
+
+    def teardown(self, stage: str) -> None:
+        """Close the envs; the training env's state is kept for a checkpoint saved after
+        ``fit`` returns (``trainer.save_checkpoint``), so that one resumes exactly too."""
+        if self.env is not None and self.env._obs is not None:
+            self._env_snapshot = self.env.state_dict()
+        for name in ("env", "_eval_env"):
+            env = getattr(self, name)
+            if env is not None:
+                env.close()
+                setattr(self, name, None)
+
+
+HierarchicalSACModule = SACModule
+"""The module's old name, kept only so that what recorded it still resolves: old
+run folders' saved ``config.yaml`` and checkpoints written by LightningCLI (their
+``_class_path``, the shipped ``checkpoints/rl/*.ckpt`` included). Use ``SACModule``."""

@@ -1,4 +1,5 @@
-"""The networks of hierarchical SAC: the tanh-Gaussian HL policy and the twin critics.
+"""The networks of SAC: the tanh-Gaussian policy (over skills or flat actions) and the twin
+critics.
 
 Shapes: B = batch, d_s = state size, n_z = skill (HL action) size.
 """
@@ -48,8 +49,7 @@ class TanhGaussianPolicy(nn.Module):
         ``skill_prior.prior_dist(s)`` give the same Gaussian at initialisation.
         """
         prior: nn.Sequential = skill_prior.prior
-        hidden = prior[0].out_features
-        blocks = sum(isinstance(m, nn.BatchNorm1d) for m in prior)
+        hidden, blocks = _block_shape(prior)
         policy = cls(skill_prior.state_dim, skill_prior.latent_dim, hidden, blocks, action_scale)
         policy.net.load_state_dict(prior.state_dict())
         policy.state_mean.copy_(skill_prior.state_mean)
@@ -66,6 +66,27 @@ class TanhGaussianPolicy(nn.Module):
     def forward(self, states: torch.Tensor) -> DiagGaussian:
         """Raw states (B, d_s) -> pi(u | s), parameters (B, n_z)."""
         return DiagGaussian.from_params(self.net((states - self.state_mean) / self.state_std))
+
+
+def _block_shape(mlp: nn.Sequential) -> tuple[int, int]:
+    """(hidden, blocks) of a ``BlockMLP``."""
+    return mlp[0].out_features, sum(isinstance(m, nn.BatchNorm1d) for m in mlp)
+
+
+def initial_policy(space: nn.Module, from_prior: bool, hidden: int) -> TanhGaussianPolicy:
+    """The policy before training, acting in ``space`` (``pourlit.rl.spaces``): an exact copy
+    of the space's learned prior (``from_prior``: SPiRL's PI initialisation), else fresh
+    weights in the prior's architecture (where there is no prior: ``hidden`` wide, 2 blocks)
+    with the space's state normalisation."""
+    if from_prior:
+        return TanhGaussianPolicy.from_prior(space, space.action_scale)
+    hidden, blocks = (hidden, 2) if space.prior is None else _block_shape(space.prior)
+    policy = TanhGaussianPolicy(
+        space.state_dim, space.latent_dim, hidden, blocks, space.action_scale
+    )
+    policy.state_mean.copy_(space.state_mean)
+    policy.state_std.copy_(space.state_std)
+    return policy
 
 
 class TwinCritic(nn.Module):

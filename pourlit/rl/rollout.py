@@ -1,11 +1,12 @@
-"""The rollout Callback of hierarchical SAC: steps the vectorised env before every update.
+"""The rollout Callback of ``SACModule``: steps the vectorised env before every update.
 
-Each env runs its own skill clock: a new skill z at the start of every episode and after
-every H executed steps, from ``module.act``: a squashed sample of pi(. | s), or of the learned
-prior q_hat(. | s) while the replay buffer holds fewer than ``warmup_transitions`` transitions
-(of the initial policy where there is no learned prior), or, once skill selection is on, the
-best candidate by Q; the frozen decoder turns (s_t, z) into the env action at every step. Completed HL transitions go into
-the module's replay buffer through ``HLTransitionBuilder``.
+Each env runs its own skill clock: a new agent action z at the start of every episode and
+after every H executed steps (H = 1 for flat actions), from ``module.act``: a squashed sample
+of pi(. | s), or of the learned prior q_hat(. | s) while the replay buffer holds fewer than
+``warmup_transitions`` transitions (of the initial policy where there is no learned prior),
+or, once skill selection is on, the best candidate by Q; the space's low level (the frozen
+decoder for skills) turns (s_t, z) into the env action at every step. Completed HL
+transitions go into the module's replay buffer through ``HLTransitionBuilder``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from pourlit.rl.sac import HLTransitionBuilder
 
 if TYPE_CHECKING:
-    from pourlit.rl.module import HierarchicalSACModule
+    from pourlit.rl.module import SACModule
 
 
 class SkillRolloutCallback(L.Callback):
@@ -73,7 +74,7 @@ class SkillRolloutCallback(L.Callback):
                 {k: None if v is None else v.to(device) for k, v in st.items()}
             )
 
-    def reset(self, module: HierarchicalSACModule) -> None:
+    def reset(self, module: SACModule) -> None:
         """Reset the envs and start every env's skill clock afresh."""
         env = module.env
         seed = int(module.hparams.seed) * 1_000_003 + module.episodes
@@ -86,7 +87,7 @@ class SkillRolloutCallback(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        module: HierarchicalSACModule = pl_module  # type: ignore[assignment]
+        module: SACModule = pl_module  # type: ignore[assignment]
         if self.obs is None:
             self.reset(module)
         elif self._restored:
@@ -111,7 +112,7 @@ class SkillRolloutCallback(L.Callback):
         )
 
     @torch.no_grad()
-    def step(self, module: HierarchicalSACModule, use_prior: bool) -> int:
+    def step(self, module: SACModule, use_prior: bool) -> int:
         """One env step of all N envs; returns the number of HL transitions added."""
         assert self.obs is not None and self.z is not None and self.clock is not None
         assert self.builder is not None
@@ -128,7 +129,7 @@ class SkillRolloutCallback(L.Callback):
         out = self.builder.add_step(
             obs, self.z, decision, reward, term, trunc, None if final is None else final.to(dev)
         )
-        module.replay.add({k: out[k] for k in module.replay.specs})
+        module.replay.add(out)
         ended = term | trunc
         self.clock = torch.where(ended, 0, (self.clock + 1) % module.space.horizon)
         module.env_steps += module.env.num_envs

@@ -148,17 +148,6 @@ def alpha_loss(
     return (log_alpha.exp() * (target_divergence - divergence).detach()).mean()
 
 
-def sac_policy_loss(
-    q1: torch.Tensor, q2: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor | float
-) -> torch.Tensor:
-    """Plain SAC: ``L_pi = mean_b [ alpha * log pi(a_b|s_b) - min(Q_1, Q_2)(s_b, a_b) ]``.
-
-    alpha is a constant here (detached). ``q1``, ``q2``, ``log_prob``: (B,); returns a scalar.
-    """
-    alpha = alpha.detach() if isinstance(alpha, torch.Tensor) else alpha
-    return (alpha * log_prob - torch.min(q1, q2)).mean()
-
-
 def entropy_alpha_loss(
     log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float
 ) -> torch.Tensor:
@@ -189,7 +178,8 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float = 5e-3) -> No
 
 # -- high-level transitions ---------------------------------------------------------------------
 
-HL_KEYS = ("obs", "z", "reward", "next_obs", "terminated", "truncated", "length")
+HL_KEYS = ("obs", "z", "reward", "next_obs", "terminated", "truncated")
+"""The fields of an HL transition: what the replay buffer stores."""
 
 
 class HLTransitionBuilder:
@@ -198,8 +188,8 @@ class HLTransitionBuilder:
     Each env runs its own skill clock: the HL picks a new skill at every episode start and
     after every ``horizon`` (H) executed steps. A skill's transition is
 
-        (obs = s_t, z = z_t, reward = sum of the rewards of its executed steps,
-         next_obs, terminated, truncated, length = executed steps)
+        (obs = s_t, z = z_t, reward = sum of the rewards of its executed steps (H, or fewer
+         when its episode ended), next_obs, terminated, truncated)
 
     where ``s_t`` is the state the skill was CHOSEN in (the reference stores s_{t+1} for all
     but the first HL step; pourlit does not). A skill that runs its H steps ends at s_{t+H},
@@ -238,7 +228,7 @@ class HLTransitionBuilder:
         (rows of other envs are ignored; may be None when none ended).
 
         Returns a dict keyed by ``HL_KEYS``: obs (M, d_s), z (M, n_z), reward (M,),
-        next_obs (M, d_s), terminated (M,) bool, truncated (M,) bool, length (M,) int64;
+        next_obs (M, d_s), terminated (M,) bool, truncated (M,) bool;
         skills closed by a decision come before skills closed by an episode end.
         """
         decision, terminated, truncated = decision.bool(), terminated.bool(), truncated.bool()
@@ -294,19 +284,6 @@ class HLTransitionBuilder:
             v = state[k]
             setattr(self, k, None if v is None else v.clone())
 
-    def close_completed(self, next_obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Emit the skills that have run all H steps, ending at ``next_obs`` (N, d_s), the
-        state after the last added step, and forget them (their envs must choose a new skill
-        at the next ``add_step``, which they would anyway). For a rollout that stops here.
-        """
-        if self._len is None or self._active is None:
-            raise RuntimeError("close_completed: no step was added yet")
-        done = self._active & (self._len == self.horizon)
-        no = torch.zeros_like(done)
-        out = self._transitions(done, next_obs, no, no)
-        self._active &= ~done
-        return out
-
     def _transitions(
         self,
         rows: torch.Tensor,
@@ -314,8 +291,7 @@ class HLTransitionBuilder:
         terminated: torch.Tensor,
         truncated: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        assert self._obs is not None and self._z is not None
-        assert self._ret is not None and self._len is not None
+        assert self._obs is not None and self._z is not None and self._ret is not None
         return {
             "obs": self._obs[rows].clone(),
             "z": self._z[rows].clone(),
@@ -323,7 +299,6 @@ class HLTransitionBuilder:
             "next_obs": next_obs[rows].clone(),
             "terminated": terminated[rows],
             "truncated": truncated[rows],
-            "length": self._len[rows].clone(),
         }
 
     def _check_clock(self, decision: torch.Tensor) -> None:
@@ -342,31 +317,3 @@ class HLTransitionBuilder:
 
 def _ids(mask: torch.Tensor) -> list[int]:
     return mask.nonzero().flatten().tolist()
-
-
-def hl_transitions(
-    states: torch.Tensor,
-    skills: torch.Tensor,
-    decision: torch.Tensor,
-    rewards: torch.Tensor,
-    terminated: torch.Tensor,
-    truncated: torch.Tensor,
-    final_obs: torch.Tensor,
-    horizon: int,
-) -> dict[str, torch.Tensor]:
-    """All HL transitions completed in a rollout of T steps (a fresh ``HLTransitionBuilder`` fed
-    step by step, then closed at ``states[T]``); skills still running at T are dropped.
-
-    ``states`` (T+1, N, d_s); ``skills`` (T, N, n_z); ``decision``, ``rewards``,
-    ``terminated``, ``truncated`` (T, N); ``final_obs`` (T, N, d_s). Returns the dict of
-    ``HLTransitionBuilder.add_step`` (M transitions).
-    """
-    builder = HLTransitionBuilder(horizon)
-    parts = [
-        builder.add_step(
-            states[t], skills[t], decision[t], rewards[t], terminated[t], truncated[t], final_obs[t]
-        )
-        for t in range(decision.shape[0])
-    ]
-    parts.append(builder.close_completed(states[-1]))
-    return {k: torch.cat([p[k] for p in parts]) for k in HL_KEYS}

@@ -11,16 +11,25 @@ prior all run on one algorithm (docs/algorithm.md, section 2):
     prior                       the learned prior's BlockMLP (None: nothing learned)
     prior_dist(s)               the learned prior over the pre-tanh u
     low_level(s, z)             env actions in [-1, 1]
+
+``space_from_checkpoints`` builds the space a run's hyperparameters name; ``env_config`` and
+``make_env`` build the environment the space's agent acts in.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from pourlit.skills.action_prior import ActionPrior, ActionPriorModule
+from pourlit.skills.frozen import load_module
+from pourlit.skills.module import SkillPrior, SkillPriorModule
 from pourlit.skills.nets import DiagGaussian
+
+if TYPE_CHECKING:
+    from pourlit.sim.env import EnvConfig, PouringVecEnv
 
 
 class SkillSpace(nn.Module):
@@ -28,7 +37,7 @@ class SkillSpace(nn.Module):
     closed-loop decoder into env actions for H steps.
 
     ``ll_squash``: ``clip`` (clamp the decoder's actions to [-1, 1]) or ``tanh`` (spirl.md);
-    see ``HierarchicalSACModule`` for why clip is the default.
+    see ``SACModule`` for why clip is the default.
     """
 
     def __init__(self, skills: Any, action_scale: float = 2.0, ll_squash: str = "clip") -> None:
@@ -98,3 +107,67 @@ class FlatSpace(nn.Module):
 
     def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return z.clamp(-1.0, 1.0)
+
+
+def space_from_checkpoints(
+    skill_ckpt: str | None,
+    action_prior_ckpt: str | None,
+    ckpt_hparams: dict | None = None,
+    action_scale: float | None = None,
+    ll_squash: str = "clip",
+) -> tuple[SkillSpace | FlatSpace, dict | None]:
+    """The agent's action space and the hyperparameters of the prior module it was built from.
+
+    ``skill_ckpt``: skills of that closed-loop skill checkpoint (z = m tanh(u), m =
+    ``action_scale`` or 2); ``action_prior_ckpt``: flat actions regularised by that action
+    prior; neither: flat actions without a prior (plain SAC), sized for the pouring task.
+    ``ckpt_hparams`` given (an RL checkpoint rebuilding itself): the prior module is built from
+    them, untrained, and the file is not read (the RL checkpoint's state dict holds the
+    weights); otherwise the checkpoint file is loaded and its hyperparameters returned.
+    """
+    for path, module_cls, frozen_cls, what in (
+        (skill_ckpt, SkillPriorModule, SkillPrior, "skill"),
+        (action_prior_ckpt, ActionPriorModule, ActionPrior, "action-prior"),
+    ):
+        if path is None:
+            continue
+        if ckpt_hparams is not None:
+            frozen = frozen_cls(module_cls(**ckpt_hparams))
+        else:
+            frozen = frozen_cls(load_module(module_cls, path, what))
+            ckpt_hparams = dict(frozen.hparams)
+        if frozen_cls is ActionPrior:
+            return FlatSpace(frozen), ckpt_hparams
+        scale = 2.0 if action_scale is None else float(action_scale)
+        return SkillSpace(frozen, scale, ll_squash), ckpt_hparams
+    from pourlit.sim import task
+    from pourlit.sim.env import EnvConfig
+
+    space = FlatSpace(None, task.OBS_DIM, len(task.ACTION_NAMES), EnvConfig().to_dict())
+    return space, ckpt_hparams
+
+
+def env_config(space: SkillSpace | FlatSpace, overrides: dict | None, num_envs: int) -> EnvConfig:
+    """The env the agent acts in: the demonstrations' env config (stored with the prior), then
+    the run's ``env`` overrides, with ``num_envs`` envs."""
+    from pourlit.sim.env import EnvConfig
+
+    return EnvConfig.merged(dict(space.env_config or {}), overrides, num_envs=num_envs)
+
+
+def make_env(
+    space: SkillSpace | FlatSpace, overrides: dict | None, num_envs: int, source: str | None
+) -> PouringVecEnv:
+    """``PouringVecEnv(env_config(space, overrides, num_envs))``, refused (``ValueError``
+    naming the checkpoint ``source``) when its observation or action size is not the space's."""
+    from pourlit.sim.env import PouringVecEnv
+
+    env = PouringVecEnv(env_config(space, overrides, num_envs))
+    if env.obs_dim != space.state_dim or env.action_dim != space.env_action_dim:
+        env.close()
+        raise ValueError(
+            f"{source}: checkpoint has state/action sizes {space.state_dim}/"
+            f"{space.env_action_dim}, the env has {env.obs_dim}/{env.action_dim}; train it on "
+            "this env's data"
+        )
+    return env

@@ -1,6 +1,5 @@
 """Simulation: the MuJoCo pouring scene, the task, physics backends and env views."""
 
-from pourlit.sim.env import EnvConfig, PouringVecEnv, RandomisationConfig
-from pourlit.sim.scene import LiquidConfig
+from pourlit.sim.env import EnvConfig, PouringVecEnv
 
-__all__ = ["EnvConfig", "LiquidConfig", "PouringVecEnv", "RandomisationConfig"]
+__all__ = ["EnvConfig", "PouringVecEnv"]

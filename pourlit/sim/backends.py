@@ -91,11 +91,7 @@ class MujocoCPUBackend:
         self.state[:] = state
         self.ctrl[:] = sd["ctrl"].numpy()
         self.diverged = sd["diverged"].clone().bool()
-        for i, d in enumerate(self.datas):
-            mujoco.mj_setState(self.model, d, self.state[i], _FULL)
-            d.ctrl[:] = self.ctrl[i]
-            mujoco.mj_kinematics(self.model, d)
-        self._kin = None
+        self._write_datas()
 
     def mj_data(self, i: int) -> mujoco.MjData:
         """Environment ``i``'s own ``MjData`` (kinematics up to date)."""
@@ -130,6 +126,11 @@ class MujocoCPUBackend:
         expected = t0 + (nsub - 0.5) * self.model.opt.timestep
         diverged = (self.state[:, 0] < expected) | ~np.isfinite(self.state).all(axis=1)
         self.diverged = torch.from_numpy(diverged)
+        self._write_datas()
+
+    def _write_datas(self) -> None:
+        """Put ``state`` and ``ctrl`` into every env's ``MjData`` with its kinematics updated
+        (what ``kinematics``, the expert and the renderer read)."""
         for i, d in enumerate(self.datas):
             mujoco.mj_setState(self.model, d, self.state[i], _FULL)
             d.ctrl[:] = self.ctrl[i]

@@ -23,15 +23,7 @@ import torch
 
 from pourlit.sim import task
 from pourlit.sim.backends import BACKENDS, make_backend
-from pourlit.sim.scene import (
-    ARM_JOINTS,
-    BOTTLE_GRASP_HEIGHT,
-    BOTTLE_HEIGHT,
-    CUP_HEIGHT,
-    GRIPPER_STROKE,
-    LiquidConfig,
-    build_model,
-)
+from pourlit.sim.scene import ARM_JOINTS, GRIPPER_STROKE, LiquidConfig, build_model
 
 HOME_POSE_DEG = (0.0, -80.0, -115.0, -165.0, -90.0, 0.0)  # the seed project's start pose
 
@@ -176,14 +168,14 @@ class PouringVecEnv:
         ids = np.arange(self.num_envs)
         seeds = np.array([int(r.integers(2**31 - 1)) for r in self._rngs])
         self._reset_envs(ids, seeds)
-        self._obs = self._compute()[0]
+        self._obs = self._observe()[0]  # its reward is dropped; this primes the reward memory
         return self._obs
 
     def reset_to(self, episode_seeds: np.ndarray | list[int]) -> torch.Tensor:
         """Reset every environment to the episode with the given seed (replays a stored one)."""
         seeds = np.asarray(episode_seeds, dtype=np.int64).reshape(self.num_envs)
         self._reset_envs(np.arange(self.num_envs), seeds)
-        self._obs = self._compute()[0]
+        self._obs = self._observe()[0]
         return self._obs
 
     def sample_initial_qpos(self, episode_seed: int) -> np.ndarray:
@@ -210,6 +202,8 @@ class PouringVecEnv:
         return qpos
 
     def _reset_envs(self, ids: np.ndarray, seeds: np.ndarray) -> None:
+        """Put envs ``ids`` at the start of the episodes ``seeds``; the caller then observes
+        them (``_observe``), which sets their reward memory."""
         qpos = np.stack([self.sample_initial_qpos(int(s)) for s in seeds])
         arm = qpos[:, self.idx.arm_qpos]
         ctrl = np.concatenate([arm, np.full((len(ids), 1), GRIPPER_STROKE)], axis=1)
@@ -221,8 +215,6 @@ class PouringVecEnv:
         self.episode_seed[ids] = seeds
         self._episode_seed_t[t] = torch.as_tensor(seeds, device=self.device)
         self.episode_return[t] = 0.0
-        self._prev_in_cup[t] = 0.0
-        self._prev_potential[t] = 0.0
 
     # -- step --------------------------------------------------------------------------------
     def step(
@@ -253,7 +245,7 @@ class PouringVecEnv:
         self.episode_step += 1
         self.stats["env_steps"] += self.num_envs
 
-        obs, reward, terminated, info = self._compute()
+        obs, reward, terminated, info = self._observe()
         truncated = (self.episode_step >= self.cfg.max_episode_steps) & ~terminated
         self.episode_return += reward.to(torch.float64)
         info["episode_step"] = self.episode_step.clone()
@@ -270,8 +262,7 @@ class PouringVecEnv:
             if self.autoreset:
                 seeds = np.array([int(self._rngs[i].integers(2**31 - 1)) for i in ids])
                 self._reset_envs(ids, seeds)
-                obs = obs.clone()
-                obs[ids_t] = self._compute()[0][ids_t]
+                obs[ids_t] = self._observe()[0][ids_t]  # (final_obs is a copy)
         self._obs = obs
         return obs, reward, terminated, truncated, info
 
@@ -318,8 +309,13 @@ class PouringVecEnv:
         )
         return s, unstable.to(dev)
 
-    def _compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """Observation, reward, termination and info of every environment's current state."""
+    def _observe(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Observation, reward, termination and info of every env's current state.
+
+        Rewards are relative to the previous observation (``sparse``: the in-cup fraction
+        gained; ``shaped``: the potential gained), so this also moves that reward memory to the
+        current state: call it exactly once per new state, after a step or a reset.
+        """
         s, unstable = self._task_state()
         liq = task.liquid_state(s)
         prog = task.progress(s)
@@ -412,11 +408,6 @@ class PouringVecEnv:
         """(N, 6) current joint-position targets of the arm, rad (a host copy)."""
         return self.arm_target.cpu().numpy().copy()
 
-    @property
-    def gripper_targets(self) -> np.ndarray:
-        """(N,) current jaw-opening targets, m (a host copy)."""
-        return self.grip_target.cpu().numpy().copy()
-
     def close(self) -> None:
         self.backend.close()
 
@@ -428,9 +419,6 @@ class PouringVecEnv:
 
 
 __all__ = [
-    "BOTTLE_GRASP_HEIGHT",
-    "BOTTLE_HEIGHT",
-    "CUP_HEIGHT",
     "EnvConfig",
     "HOME_POSE_DEG",
     "PouringVecEnv",

@@ -34,10 +34,6 @@ class PouringGymEnv(gym.Env):
         self._renderer = None
         self._done = True
 
-    @property
-    def unwrapped_vec(self) -> PouringVecEnv:
-        return self._env
-
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:

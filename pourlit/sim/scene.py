@@ -25,7 +25,6 @@ FINGER_JOINTS = ("finger_left", "finger_right")
 BOTTLE_HEIGHT = 0.195
 BOTTLE_APOTHEM = 0.0325  # outer, flats are 0.065 m apart
 BOTTLE_WALL = 0.004
-BOTTLE_GRASP_HEIGHT = 0.10
 CUP_HEIGHT = 0.08
 CUP_RADIUS = 0.05  # outer apothem
 CUP_WALL = 0.004

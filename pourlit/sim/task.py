@@ -69,13 +69,6 @@ def quat_conj(q: torch.Tensor) -> torch.Tensor:
     return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
 
 
-def quat_rotate(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Rotate vectors ``v`` (..., 3) by unit quaternions ``q`` (..., 4)."""
-    w, u = q[..., :1], q[..., 1:]
-    t = 2.0 * torch.cross(u, v, dim=-1)
-    return v + w * t + torch.cross(u, t, dim=-1)
-
-
 def quat_canonical(q: torch.Tensor) -> torch.Tensor:
     """The sign of ``q`` with w >= 0 (q and -q are the same rotation)."""
     return torch.where(q[..., :1] < 0, -q, q)

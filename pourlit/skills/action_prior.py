@@ -23,8 +23,9 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from pourlit.skills.frozen import FrozenPrior, load_module, register_state_stats
+from pourlit.skills.frozen import FrozenPrior, load_module
 from pourlit.skills.nets import BlockMLP, DiagGaussian
+from pourlit.skills.stats import adopt_data_stats, register_state_stats
 
 ATANH_EPS = 1e-3
 
@@ -32,20 +33,6 @@ ATANH_EPS = 1e-3
 def pre_tanh(actions: torch.Tensor, eps: float = ATANH_EPS) -> torch.Tensor:
     """``atanh(clip(a, -1 + eps, 1 - eps))``: the pre-tanh value of env actions in [-1, 1]."""
     return torch.atanh(actions.clamp(-1.0 + eps, 1.0 - eps))
-
-
-def adopt_data_stats(module: L.LightningModule) -> None:
-    """In ``on_fit_start`` of a fresh run: copy the data module's state normalisation into the
-    module's ``state_mean`` / ``state_std`` buffers and hyperparameters (so checkpoints carry
-    them) and remember how many bad rollout files it skipped (``module._skipped_files``)."""
-    dm = getattr(module.trainer, "datamodule", None)
-    module._skipped_files = getattr(dm, "num_skipped", None)
-    mean, std = getattr(dm, "state_mean", None), getattr(dm, "state_std", None)
-    if mean is not None and std is not None and module.global_step == 0:
-        module.state_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        module.state_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-6))
-        module.hparams.state_mean = module.state_mean.tolist()
-        module.hparams.state_std = module.state_std.tolist()
 
 
 class ActionPriorModule(L.LightningModule):
@@ -134,7 +121,7 @@ class ActionPriorModule(L.LightningModule):
         adopt_data_stats(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["pourlit_kind"] = "action_prior"  # pourlit.evaluate.checkpoint_kind
+        checkpoint["pourlit_kind"] = "action_prior"  # pourlit.checkpoints.checkpoint_kind
 
 
 class ActionPrior(FrozenPrior):
@@ -159,7 +146,6 @@ def load_action_prior(path: str | Path, map_location: str = "cpu") -> ActionPrio
 __all__ = [
     "ActionPrior",
     "ActionPriorModule",
-    "adopt_data_stats",
     "load_action_prior",
     "pre_tanh",
 ]

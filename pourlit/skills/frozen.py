@@ -15,22 +15,6 @@ from pourlit.skills.nets import DiagGaussian
 T = TypeVar("T", bound="FrozenPrior")
 
 
-def register_state_stats(
-    module: nn.Module,
-    state_dim: int,
-    state_mean: list[float] | None,
-    state_std: list[float] | None,
-) -> None:
-    """Register the ``state_mean`` / ``state_std`` buffers of a prior module (None: identity
-    normalisation); they travel inside the module's checkpoints."""
-    mean = torch.zeros(state_dim) if state_mean is None else torch.tensor(state_mean)
-    std = torch.ones(state_dim) if state_std is None else torch.tensor(state_std)
-    if mean.shape != (state_dim,) or std.shape != (state_dim,):
-        raise ValueError(f"state_mean/state_std must have {state_dim} values")
-    module.register_buffer("state_mean", mean.float())
-    module.register_buffer("state_std", std.float().clamp(min=1e-6))
-
-
 class FrozenPrior(nn.Module):
     """The prior network of ``module`` (a ``BlockMLP`` on normalised states giving a diagonal
     Gaussian), its state normalisation buffers, sizes, env config and hyperparameters; always

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from pourlit.skills.action_prior import adopt_data_stats
-from pourlit.skills.frozen import FrozenPrior, load_module, register_state_stats
+from pourlit.skills.frozen import FrozenPrior, load_module
 from pourlit.skills.losses import skill_prior_loss
 from pourlit.skills.nets import (
     BlockMLP,
@@ -25,6 +24,7 @@ from pourlit.skills.nets import (
     OpenLoopDecoder,
     SkillEncoder,
 )
+from pourlit.skills.stats import adopt_data_stats, register_state_stats
 
 
 class SkillPriorModule(L.LightningModule):
@@ -210,7 +210,7 @@ class SkillPriorModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save RNG states (z sampling) so a resumed run continues bit-for-bit, and the
-        checkpoint's kind (``pourlit.evaluate.checkpoint_kind``)."""
+        checkpoint's kind (``pourlit.checkpoints.checkpoint_kind``)."""
         checkpoint["pourlit_rng"] = {"torch": torch.get_rng_state()}
         checkpoint["pourlit_kind"] = "skill"
 
@@ -242,25 +242,3 @@ class SkillPrior(FrozenPrior):
 def load_skill_prior(path: str | Path, map_location: str = "cpu") -> SkillPrior:
     """Load the frozen prior and decoder from a skill checkpoint of ``pourlit fit``."""
     return SkillPrior(load_module(SkillPriorModule, path, "skill", map_location))
-
-
-def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Write a small inference copy of a Lightning checkpoint: weights, buffers and
-    hyperparameters only (no optimiser, loop or callback state, so not for resuming)."""
-    src, dst = Path(src), Path(dst)
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    keep = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step")
-    missing = [k for k in ("state_dict", "hyper_parameters") if k not in ckpt]
-    if missing:
-        raise ValueError(f"{src}: not a Lightning checkpoint with hyperparameters ({missing})")
-    keep += ("pourlit_kind",)
-    small = {k: ckpt[k] for k in keep if k in ckpt}
-    if "pourlit_rl" in ckpt:  # an RL checkpoint: its counters say how far it trained
-        small["pourlit_rl"] = {
-            k: ckpt["pourlit_rl"][k] for k in ("env_steps", "episodes", "updates")
-        }
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    torch.save(small, tmp)
-    tmp.replace(dst)
-    return dst
