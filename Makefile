@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# CPU torch first where no GPU is present: an unpinned torch pulls multi-GB CUDA wheels.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,warp]"  # warp: MuJoCo Warp backend, so its tests run in CI
+	$(PIP) install -q -e ".[dev,warp,sweep]"  # warp: MuJoCo Warp backend; sweep: Ray Tune (so CI tests both)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -336,6 +336,7 @@ def _last_value(run: Path, metric: str) -> float:
 
 def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None) -> Path:
     """Run (or resume) the sweep on Ray Tune, then write its results; returns results.md."""
+    check_flags(spec)  # a bad flag fails here, Ray installed or not
     try:
         import ray
         from ray import tune
@@ -348,7 +349,6 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None)
         raise SweepConfigError(f"{spec.folder}: sweep folder exists; --resume continues it")
     if resume and not exists:
         raise SweepConfigError(f"{spec.folder}: no sweep to resume there")
-    check_flags(spec)
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         if address:
