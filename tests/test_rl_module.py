@@ -267,15 +267,17 @@ def _params(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("variant", ["skills", "flat", "selection"])
+@pytest.mark.parametrize("variant", ["skills", "flat", "selection", "returns"])
 def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> None:
     """N updates + checkpoint + resume + N updates == 2N uninterrupted updates, bit for bit:
     networks, optimisers, log_alpha, replay buffer, counters, env and running skills; also with
     skill selection by Q, a critic warmup that ends mid-run and the prior-matched squash."""
     flat = variant == "flat"
     kw = dict(env={"max_episode_steps": 25}, warmup_transitions=12, batch_size=8)
-    if variant == "selection":
+    if variant in ("selection", "returns"):
         kw |= dict(q_select=2, critic_warmup_updates=6, squash="prior")
+    if variant == "returns":  # episodes' Monte Carlo returns in the replay, running ones saved
+        kw |= dict(value_target="max", critic_state_norm=True)
     if flat:  # plain SAC: no checkpoint, env from the defaults
         kw |= dict(skill_ckpt=None, prior="none", prior_init=False, critic_hidden=32)
         kw["env"] = {"max_episode_steps": 8}  # one transition per env step: shorter episodes
@@ -302,7 +304,8 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
         assert torch.equal(a[k], b[k]), k
     assert len(full.replay) == len(resumed.replay)
     for k in full.replay.specs:
-        assert torch.equal(full.replay.data[k], resumed.replay.data[k]), k
+        a_k, b_k = full.replay.data[k], resumed.replay.data[k]  # (NaN: returns still open)
+        torch.testing.assert_close(a_k, b_k, rtol=0, atol=0, equal_nan=True, msg=k)
     env_a, env_b = full._env_state(), resumed._env_state()  # kept when fit closed the envs
     assert torch.equal(env_a["obs"], env_b["obs"])
     assert torch.equal(env_a["physics"]["state"], env_b["physics"]["state"])
@@ -387,6 +390,7 @@ def test_selection_acts_with_the_best_candidate_by_q() -> None:
         ({"q_select": -1}, "q_select"),
         ({"squash": "sigmoid"}, "squash must be one of"),
         ({"eval_mode": "greedy"}, "eval_mode must be one of"),
+        ({"value_target": "lambda"}, "value_target must be one of"),
     ],
 )
 def test_bad_rl_options_fail_with_a_message(kw: dict, msg: str) -> None:
@@ -409,3 +413,26 @@ def test_every_command_limits_torch_threads(monkeypatch, env_value, expected) ->
         assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)
+
+
+def test_value_target_mc_fills_returns_and_checks_capacity(tmp_path: Path) -> None:
+    """With ``value_target="mc"`` every transition of an episode that ended holds its
+    discounted return in the replay (the critic's target) and the running ones hold NaN; a
+    replay too small to keep every running episode is refused before training."""
+    from pourlit.rl.returns import MC_KEY, discounted_returns
+
+    torch.manual_seed(0)
+    m = _small_module(value_target="mc", env={"max_episode_steps": 25}, gamma=0.9)
+    _trainer(tmp_path, max_steps=12).fit(m)
+    mc, r = m.replay.data[MC_KEY][: len(m.replay)], m.replay.data["reward"][: len(m.replay)]
+    done = m.replay.data["terminated"][: len(m.replay)].bool()
+    done |= m.replay.data["truncated"][: len(m.replay)].bool()
+    assert m.episodes >= 2 and torch.isnan(mc).any() and not torch.isnan(mc).all()
+    assert not torch.isnan(mc[done]).any()  # an episode's last transition always has its G
+    torch.testing.assert_close(mc[done], r[done])  # G_T = r_T
+    # one env's first episode: its 3 skills (25 steps, H = 10) are rows 0, 2, 4 of the buffer
+    # when both envs run in lockstep
+    rows = torch.tensor([0, 2, 4])
+    torch.testing.assert_close(mc[rows], discounted_returns(r[rows], 0.9))
+    with pytest.raises(ValueError, match="replay_capacity must be >= 10"):
+        _trainer(tmp_path, max_steps=1).fit(_small_module(value_target="max", replay_capacity=4))

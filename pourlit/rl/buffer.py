@@ -46,10 +46,10 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, batch: dict[str, torch.Tensor]) -> None:
+    def add(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Append ``batch`` (each value (B, *spec), the same B for all keys), overwriting the
         oldest entries once full. B may be 0; only the last ``capacity`` rows of a larger B
-        are kept.
+        are kept. Returns the rows written, (B,) long, -1 for rows of a larger B not kept.
         """
         if set(batch) != set(self.specs):
             missing, extra = (
@@ -74,8 +74,9 @@ class ReplayBuffer:
             shapes = {k: tuple(v.shape) for k, v in batch.items()}
             raise ValueError(f"ReplayBuffer.add: keys have different batch sizes: {shapes}")
         b = sizes.pop()
+        rows = torch.full((b,), -1, dtype=torch.long, device=self.device)
         if b == 0:
-            return
+            return rows
         keep = min(b, self.capacity)
         start = self.pos + b - keep  # the rows of a batch larger than capacity that survive
         idx = (start + torch.arange(keep, device=self.device)) % self.capacity
@@ -83,6 +84,8 @@ class ReplayBuffer:
             self.data[k][idx] = v[b - keep :].to(self.device, self.data[k].dtype)
         self.pos = (self.pos + b) % self.capacity
         self.size = min(self.size + b, self.capacity)
+        rows[b - keep :] = idx
+        return rows
 
     def sample(
         self, batch_size: int, generator: torch.Generator | None = None

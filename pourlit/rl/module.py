@@ -50,6 +50,7 @@ from pourlit.rl.acting import AgentPolicy
 from pourlit.rl.buffer import ReplayBuffer
 from pourlit.rl.loaders import update_loader, validation_loader
 from pourlit.rl.policies import TwinCritic, initial_policy
+from pourlit.rl.returns import MC_KEY, VALUE_TARGETS, mc_critic_target
 from pourlit.rl.rollout import SkillRolloutCallback
 from pourlit.rl.sac import (
     alpha_loss,
@@ -140,6 +141,13 @@ class SACModule(L.LightningModule):
             success, 2 tanh(prior samples) 0.43, 2 tanh(prior samples / 2) 0.67). ``prior`` keeps the
             PI-initialised policy's skills the prior's own wherever |z| << m. Flat actions
             (m = 1) are the same under both.
+        value_target: what the critics regress on (``pourlit.rl.returns``): ``td`` (SPiRL:
+            the one-step target y of ``critic_target``), ``mc`` (the discounted Monte Carlo
+            return G of the transition's own episode, scaled by ``reward_scale``, once the
+            episode has ended; y while it runs) or ``max`` (max(y, G): Monte Carlo augmented
+            actor-critic).
+        critic_state_norm: the critics see states normalised with the prior's state
+            statistics (SPiRL: raw states). Skills only.
         ckpt_hparams: filled in by the module itself: the hyperparameters of the skill / action
             prior checkpoint, so an RL checkpoint rebuilds its frozen networks (weights from
             its own state dict) without the original file. Leave it None.
@@ -176,6 +184,8 @@ class SACModule(L.LightningModule):
         critic_warmup_updates: int = 0,
         eval_mode: str = "sampled",
         squash: str = "tanh",
+        value_target: str = "td",
+        critic_state_norm: bool = False,
         ckpt_hparams: dict | None = None,
     ) -> None:
         super().__init__()
@@ -187,6 +197,8 @@ class SACModule(L.LightningModule):
             raise ValueError("q_select and critic_warmup_updates must be >= 0")
         if squash not in SQUASHES:
             raise ValueError(f"squash must be one of {SQUASHES}, got {squash!r}")
+        if value_target not in VALUE_TARGETS:
+            raise ValueError(f"value_target must be one of {VALUE_TARGETS}, got {value_target!r}")
         if eval_mode not in EVAL_MODES:
             raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
         if skill_ckpt is not None and action_prior_ckpt is not None:
@@ -210,7 +222,8 @@ class SACModule(L.LightningModule):
                 "skill_ckpt or action_prior_ckpt is given (plain SAC: prior none, prior_init false)"
             )
         self.policy = initial_policy(sp, prior_init, critic_hidden)
-        self.critic = TwinCritic(sp.state_dim, sp.latent_dim, critic_hidden, critic_layers)
+        norm = (sp.state_mean, sp.state_std) if critic_state_norm else None
+        self.critic = TwinCritic(sp.state_dim, sp.latent_dim, critic_hidden, critic_layers, norm)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.zeros(()))
         self.replay = self._make_replay("cpu")
@@ -231,6 +244,8 @@ class SACModule(L.LightningModule):
         d_s, n_z = self.space.state_dim, self.space.latent_dim
         specs = {"obs": (d_s,), "z": (n_z,), "reward": (), "next_obs": (d_s,)}
         specs |= {"terminated": (), "truncated": ()}
+        if self.hparams.value_target != "td":
+            specs[MC_KEY] = ()  # G_t of the transition's episode, NaN until it ends
         return ReplayBuffer(int(self.hparams.replay_capacity), specs, device)
 
     # -- 1. build ------------------------------------------------------------------------------
@@ -239,6 +254,13 @@ class SACModule(L.LightningModule):
         training)."""
         if stage == "fit" and self.env is None:
             self.env = self._make_env()
+            running = self.env.num_envs * (self.env.cfg.max_episode_steps // self.space.horizon + 2)
+            if self.hparams.value_target != "td" and self.replay.capacity < running:
+                raise ValueError(
+                    f"value_target={self.hparams.value_target!r} needs the replay buffer to hold "
+                    f"every running episode: replay_capacity must be >= {running}, got "
+                    f"{self.replay.capacity}"
+                )
 
     def _make_env(self) -> Any:
         hp = self.hparams
@@ -423,6 +445,8 @@ class SACModule(L.LightningModule):
                 z2 = best_by_q(self.critic_target, s2, cands)[0]
             tq1, tq2 = self.critic_target(s2, z2)
             y = critic_target(r, term, tq1, tq2, reg2, alpha, hp.gamma, hp.reward_scale)
+            if hp.value_target != "td":  # Monte Carlo returns where the episode has ended
+                y = mc_critic_target(y, b[MC_KEY] * hp.reward_scale, hp.value_target)
 
         # 4. critic losses
         q1, q2 = self.critic(s, z)

@@ -91,12 +91,26 @@ def initial_policy(space: nn.Module, from_prior: bool, hidden: int) -> TanhGauss
 
 class TwinCritic(nn.Module):
     """Two independent Q networks ``Q_j(s, a)``: plain MLPs (``layers`` hidden layers of
-    ``hidden`` units, ReLU, no normalisation layers) on ``concat(s, a)``."""
+    ``hidden`` units, ReLU, no normalisation layers) on ``concat(s, a)``, or with
+    ``state_norm = (mean, std)`` on ``concat((s - mean) / std, a)`` (the skill prior's state
+    statistics: the raw state mixes metres, radians and fractions, e.g. the cup-to-mouth
+    offset that decides a pour varies by centimetres)."""
 
-    def __init__(self, state_dim: int, act_dim: int, hidden: int = 256, layers: int = 2) -> None:
+    def __init__(
+        self,
+        state_dim: int,
+        act_dim: int,
+        hidden: int = 256,
+        layers: int = 2,
+        state_norm: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         if layers < 1:
             raise ValueError(f"TwinCritic: layers must be >= 1, got {layers}")
+        self.normalise = state_norm is not None
+        if state_norm is not None:  # buffers only then: older checkpoints' critics have none
+            self.register_buffer("state_mean", state_norm[0].clone().reshape(state_dim))
+            self.register_buffer("state_std", state_norm[1].clone().reshape(state_dim))
 
         def mlp() -> nn.Sequential:
             mods: list[nn.Module] = [nn.Linear(state_dim + act_dim, hidden), nn.ReLU()]
@@ -109,5 +123,7 @@ class TwinCritic(nn.Module):
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``states`` (B, d_s), ``actions`` (B, n_z) -> (q1 (B,), q2 (B,))."""
+        if self.normalise:
+            states = (states - self.state_mean) / self.state_std
         x = torch.cat([states, actions], dim=-1)
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)

@@ -6,7 +6,9 @@ of pi(. | s), or of the learned prior q_hat(. | s) while the replay buffer holds
 ``warmup_transitions`` transitions (of the initial policy where there is no learned prior),
 or, once skill selection is on, the best candidate by Q; the space's low level (the frozen
 decoder for skills) turns (s_t, z) into the env action at every step. Completed HL
-transitions go into the module's replay buffer through ``HLTransitionBuilder``.
+transitions go into the module's replay buffer through ``HLTransitionBuilder``; with a
+Monte Carlo ``value_target``, ``EpisodeReturns`` fills in their returns when each episode
+ends.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import torch
 
+from pourlit.rl.returns import MC_KEY, EpisodeReturns
 from pourlit.rl.sac import HLTransitionBuilder
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ class SkillRolloutCallback(L.Callback):
         self.obs: torch.Tensor | None = None  # (N, d_s)
         self.z: torch.Tensor | None = None  # (N, n_z)
         self.clock: torch.Tensor | None = None  # (N,) steps executed by the running skill
+        self.returns: EpisodeReturns | None = None  # value_target "mc" / "max" only
         self._restored = False  # load_state_dict ran; tensors still on the CPU
 
     def state_dict(self) -> dict[str, Any]:
@@ -54,6 +58,7 @@ class SkillRolloutCallback(L.Callback):
             "builder": {
                 k: None if v is None else v.cpu() for k, v in self.builder.state_dict().items()
             },
+            "returns": None if self.returns is None else self.returns.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -62,6 +67,9 @@ class SkillRolloutCallback(L.Callback):
         self.obs, self.z, self.clock = state_dict["obs"], state_dict["z"], state_dict["clock"]
         self.builder = HLTransitionBuilder(int(state_dict["horizon"]))
         self.builder.load_state_dict(state_dict["builder"])
+        if state_dict.get("returns") is not None:
+            self.returns = EpisodeReturns(len(state_dict["returns"]["rows"]))
+            self.returns.load_state_dict(state_dict["returns"])
         self._restored = True
 
     def _to_device(self, device: torch.device) -> None:
@@ -83,6 +91,7 @@ class SkillRolloutCallback(L.Callback):
         self.z = torch.zeros(n, module.space.latent_dim, device=module.device)
         self.clock = torch.zeros(n, dtype=torch.long, device=module.device)
         self.builder = HLTransitionBuilder(module.space.horizon)
+        self.returns = EpisodeReturns(n) if module.hparams.value_target != "td" else None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -129,8 +138,14 @@ class SkillRolloutCallback(L.Callback):
         out = self.builder.add_step(
             obs, self.z, decision, reward, term, trunc, None if final is None else final.to(dev)
         )
-        module.replay.add(out)
+        if self.returns is not None:  # G_t arrives when the episode ends
+            out[MC_KEY] = torch.full_like(out["reward"], float("nan"))
+        rows = module.replay.add(out)
         ended = term | trunc
+        if self.returns is not None:
+            self.returns.add(self.builder.last_envs, rows)
+            if ended.any():
+                self.returns.finish(ended.nonzero().flatten(), module.replay, module.hparams.gamma)
         self.clock = torch.where(ended, 0, (self.clock + 1) % module.space.horizon)
         module.env_steps += module.env.num_envs
         if ended.any():

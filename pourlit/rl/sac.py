@@ -208,6 +208,8 @@ class HLTransitionBuilder:
         self._ret: torch.Tensor | None = None  # (N,) rewards summed so far
         self._len: torch.Tensor | None = None  # (N,) steps executed so far
         self._active: torch.Tensor | None = None  # (N,) bool, a skill is running
+        # (M,) long: the env of each transition the last ``add_step`` returned, in its order
+        self.last_envs = torch.zeros(0, dtype=torch.long)
 
     def add_step(
         self,
@@ -230,6 +232,7 @@ class HLTransitionBuilder:
         Returns a dict keyed by ``HL_KEYS``: obs (M, d_s), z (M, n_z), reward (M,),
         next_obs (M, d_s), terminated (M,) bool, truncated (M,) bool;
         skills closed by a decision come before skills closed by an episode end.
+        ``last_envs`` (M,) then names the env of each.
         """
         decision, terminated, truncated = decision.bool(), terminated.bool(), truncated.bool()
         if self._obs is None:
@@ -269,6 +272,7 @@ class HLTransitionBuilder:
             ended, final_obs if final_obs is not None else obs, terminated, truncated
         )
         self._active &= ~ended
+        self.last_envs = torch.cat([close.nonzero().flatten(), ended.nonzero().flatten()])
         return {k: torch.cat([by_clock[k], by_end[k]]) for k in HL_KEYS}
 
     _STATE = ("_obs", "_z", "_ret", "_len", "_active")
