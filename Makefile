@@ -77,7 +77,7 @@ checkpoints: setup
 # Rebuild the shipped default policy from the shipped skill prior: configs/rl/default.yaml, seed
 # CKPT_RL_SEED, CKPT_RL_STEPS env steps; the checkpoint with the best validation success (seeds
 # 20000) is exported and evaluated on 100 held-out episodes (seeds 10000), sampled and mean skill.
-CKPT_RL_STEPS ?= 50000
+CKPT_RL_STEPS ?= 200000
 CKPT_RL_SEED ?= 0
 checkpoints-rl: setup
 	rm -rf $(CKPT_BUILD)/rl

@@ -120,3 +120,13 @@ def test_missing_ray_names_the_install_command(tmp_path: Path, monkeypatch) -> N
     rc, err = run_cli(["sweep", "-c", str(write_sweep(tmp_path / "s.yaml"))])
     assert rc == 2
     assert "pip install 'pourlit[sweep]'" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs/sweeps").glob("*.yaml")))
+def test_shipped_sweep_configs_are_valid(name: str) -> None:
+    """Every flag of every setting exists in its base config (checked as before a sweep)."""
+    from pourlit.sweep import check_flags, load_sweep
+
+    spec = load_sweep(ROOT / "configs/sweeps" / name)
+    check_flags(spec)
+    assert spec.name == Path(name).stem
