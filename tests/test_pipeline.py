@@ -54,7 +54,7 @@ def test_collect_fit_rl_evaluate_report(tmp_path: Path) -> None:
     assert state["global_step"] == 300
     assert state["pourlit_rl"]["env_steps"] >= 10 * (60 + 300) - 20  # H = 10 env steps each
 
-    assert state["pourlit_rl"]["updates"] == 300 and state["hyper_parameters"]["q_select"] == 4
+    assert state["pourlit_rl"]["updates"] == 300 and state["hyper_parameters"]["q_select"] == 2
     best = rl / "checkpoints/best.ckpt"  # the best validation success (seeds 20000)
     assert torch.load(best, map_location="cpu", weights_only=False)["global_step"] <= 300
 
@@ -69,7 +69,7 @@ def test_collect_fit_rl_evaluate_report(tmp_path: Path) -> None:
     assert main([*cmd, "--collect-summary", str(data / "summary.json"), "-o", str(report)]) == 0
     text = report.read_text()
     result = json.loads(ev.read_text())
-    assert result["policy"] == "hierarchical_sac (sampled, best of 8 by Q)"
+    assert result["policy"] == "hierarchical_sac (sampled, best of 4 by Q)"
     assert f"| RL | {result['success_rate']:.3f} |" in text
     assert f"| RL, mean skill | {result['mean_skill']['success_rate']:.3f} |" in text
     assert "![learning curve](learning_curve.png)" in text and "policy.mp4" in text
