@@ -1,7 +1,9 @@
 """pourlit: learning a robot pouring skill from demonstrations with skill-prior RL (SPiRL)."""
 
+import atexit
 import ctypes.util
 import os
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
 
@@ -40,3 +42,16 @@ def _register_gymnasium() -> None:
 
 
 _register_gymnasium()
+
+
+def _destroy_process_group() -> None:
+    """Tear down torch.distributed while the interpreter is still whole. A gloo process group
+    left to interpreter finalization can abort the process ("terminate called without an active
+    exception", pytorch/pytorch#190489) after a DDP run has finished; Lightning destroys only
+    NCCL groups at exit. Looks torch up in ``sys.modules``: importing pourlit imports no torch."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+atexit.register(_destroy_process_group)

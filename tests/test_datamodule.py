@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -558,6 +560,25 @@ def test_trainer_iterates_and_sets_sampler_epoch(tmp_path: Path) -> None:
         expected = torch.stack([ds[epoch * len(ds) + i]["states"] for i in range(len(ds))])
         torch.testing.assert_close(batch["states"], expected, rtol=0, atol=0)
     assert "val_loss" in trainer.callback_metrics
+
+
+def test_importing_pourlit_destroys_the_process_group_at_exit(tmp_path: Path) -> None:
+    """A gloo group left to interpreter finalization can abort a finished DDP rank at exit;
+    importing pourlit registers an atexit teardown. A handler registered before the import runs
+    after pourlit's (atexit is last-in, first-out) and sees the group gone."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed not available")
+    script = (
+        "import atexit, torch.distributed as dist\n"
+        "atexit.register(lambda: print('initialized at exit:', dist.is_initialized()))\n"
+        "import pourlit\n"
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path}/store', rank=0, "
+        "world_size=1)\n"
+        "print('initialized:', dist.is_initialized())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["initialized: True", "initialized at exit: False"]
 
 
 class RecordingModel(L.LightningModule):
