@@ -576,7 +576,9 @@ def test_importing_pourlit_destroys_the_process_group_at_exit(tmp_path: Path) ->
         "world_size=1)\n"
         "print('initialized:', dist.is_initialized())\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["initialized: True", "initialized at exit: False"]
 
