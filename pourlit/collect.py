@@ -119,6 +119,7 @@ def _prepare_out_dir(out: Path) -> None:
 class _Buffer:
     states: list = field(default_factory=list)
     actions: list = field(default_factory=list)
+    expert_actions: list = field(default_factory=list)
     rewards: list = field(default_factory=list)
     images: list = field(default_factory=list)
 
@@ -211,10 +212,12 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
         while active.any():
             # Executed == recorded: the env steps the float32 actions that are stored.
             actions = expert.act().astype(np.float32)
+            intended = expert.intended.astype(np.float32)  # the DART labels
             obs_host = obs.cpu().numpy()  # one device-to-host copy per step for all envs
             for i in np.flatnonzero(active):
                 bufs[i].states.append(obs_host[i].copy())
                 bufs[i].actions.append(actions[i].copy())
+                bufs[i].expert_actions.append(intended[i].copy())
                 if renderer is not None:
                     bufs[i].images.append(renderer.frame(env.mj_data(i)))
             obs, reward, terminated, truncated, info = env.step(torch.as_tensor(actions))
@@ -243,6 +246,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                         run_record(),
                         states=np.stack(b.states),
                         actions=np.stack(b.actions),
+                        expert_actions=np.stack(b.expert_actions),
                         rewards=np.asarray(b.rewards, np.float32),
                         terminals=term,
                         truncated=trunc,

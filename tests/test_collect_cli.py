@@ -153,6 +153,26 @@ def test_rollout_file_layout(dataset) -> None:
     assert len(set(seeds)) == 2
 
 
+def test_files_carry_the_experts_intended_actions(short_config, tmp_path) -> None:
+    """``traj0/expert_actions`` are the expert's actions before exploration noise: equal to
+    the executed ones without noise; with noise 0.3 they differ by the noise (std ~0.3 where
+    unclipped) while the states are those the noisy actions led to."""
+    rc, _, err = collect_short(
+        short_config, tmp_path / "clean", "--episodes", "1", "--action-noise", "0"
+    )
+    assert rc == 0, err
+    ep = read_episode(tmp_path / "clean" / "rollout_00000.h5")
+    np.testing.assert_array_equal(ep.expert_actions, ep.actions)
+    rc, _, err = collect_short(
+        short_config, tmp_path / "noisy", "--episodes", "1", "--action-noise", "0.3"
+    )
+    assert rc == 0, err
+    ep = read_episode(tmp_path / "noisy" / "rollout_00000.h5")
+    diff = (ep.actions - ep.expert_actions)[np.abs(ep.actions) < 1]  # unclipped entries
+    assert diff.size > 40 and 0.2 < float(diff.std()) < 0.4
+    assert np.all(np.abs(ep.expert_actions) <= 1)
+
+
 def test_recorded_episode_replays_exactly(dataset) -> None:
     """States are reproduced by resetting to the stored seed and stepping the stored actions."""
     out, _ = dataset

@@ -463,6 +463,24 @@ def test_bad_file_raises_naming_the_file(tmp_path: Path, kind: str) -> None:
         assert "NaN" in str(info.value)
 
 
+def test_action_labels_select_the_experts_intended_actions(tmp_path: Path) -> None:
+    """``action_labels="expert_actions"``: windows carry the files' DART labels at the same
+    states; a file without them is a bad file named in the error."""
+    for ep, t in enumerate(LENGTHS):
+        s, a = encoded_episode(ep, t)
+        write_episode(tmp_path / f"rollout_{ep:05d}.h5", states=s, actions=a, expert_actions=-a)
+    plain, dart = make_dm(tmp_path), make_dm(tmp_path, action_labels="expert_actions")
+    for b_plain, b_dart in zip(epoch_batches(plain, 0), epoch_batches(dart, 0), strict=True):
+        torch.testing.assert_close(b_dart["states"], b_plain["states"], rtol=0, atol=0)
+        torch.testing.assert_close(b_dart["actions"], -b_plain["actions"], rtol=0, atol=0)
+    s, a = encoded_episode(9, 20)
+    write_episode(tmp_path / "rollout_00009.h5", states=s, actions=a)
+    with pytest.raises(RolloutFormatError, match=r"rollout_00009.h5: no traj0/expert_actions"):
+        make_dm(tmp_path, action_labels="expert_actions")
+    with pytest.raises(ValueError, match=r"action_labels must be one of"):
+        make_dm(tmp_path, action_labels="intended")
+
+
 def test_bad_first_file_raises_at_construction(tmp_path: Path) -> None:
     write_dataset(tmp_path / "b")
     (tmp_path / "a").mkdir()

@@ -82,6 +82,23 @@ def test_images_round_trip(tmp_path: Path) -> None:
         assert ds.compression == "gzip" and ds.chunks == (1, 8, 6, 3)
 
 
+def test_expert_actions_round_trip_and_validation(tmp_path: Path) -> None:
+    ep = make_episode()
+    labels = np.clip(ep.actions + 0.25, -1, 1)
+    path = write_episode(tmp_path / "rollout_00000.h5", ep, expert_actions=labels)
+    back = read_episode(path)
+    np.testing.assert_array_equal(back.expert_actions, labels)
+    np.testing.assert_array_equal(back.actions, ep.actions)  # executed actions unchanged
+    assert read_episode(write_episode(tmp_path / "rollout_00001.h5", ep)).expert_actions is None
+    with pytest.raises(ValueError, match=r"expert_actions must have the shape of actions"):
+        write_episode(tmp_path / "rollout_00002.h5", ep, expert_actions=labels[:-1])
+    with h5py.File(tmp_path / "rollout_00003.h5", "w") as f:  # a foreign file, wrong shape
+        f["traj0/states"], f["traj0/actions"] = ep.states, ep.actions
+        f["traj0/pad_mask"], f["traj0/expert_actions"] = ep.pad_mask, ep.actions[:, :2]
+    with pytest.raises(RolloutFormatError, match=r"rollout_00003.h5: traj0/expert_actions has"):
+        read_episode(tmp_path / "rollout_00003.h5")
+
+
 def test_arrays_api_defaults(tmp_path: Path) -> None:
     s = np.zeros((4, 2))
     a = np.ones((4, 1))

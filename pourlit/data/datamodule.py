@@ -39,6 +39,9 @@ STD_MIN = 1e-2  # floor: near-constant dims (a resting cup's height) must not am
 """Lower clamp for per-dimension state standard deviations."""
 
 
+ACTION_LABELS = ("actions", "expert_actions")
+
+
 class SkippedRolloutWarning(UserWarning):
     """A bad rollout file was skipped because ``skip_bad_files=True``."""
 
@@ -86,6 +89,9 @@ class RolloutDataModule(L.LightningDataModule):
             steps (std clamped to >= 0.01) and expose them as ``state_mean``/``state_std`` for
             the model, which applies them (batches always carry raw states).
         skip_bad_files: warn about and skip bad files instead of raising.
+        action_labels: which actions the windows carry: ``"actions"`` (what was executed) or
+            ``"expert_actions"`` (the expert's intended actions before exploration noise, DART
+            labels; files written without them are bad files).
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class RolloutDataModule(L.LightningDataModule):
         num_workers: int = 0,
         normalize_states: bool = False,
         skip_bad_files: bool = False,
+        action_labels: str = "actions",
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -114,6 +121,8 @@ class RolloutDataModule(L.LightningDataModule):
         ):
             if int(value) < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
+        if action_labels not in ACTION_LABELS:
+            raise ValueError(f"action_labels must be one of {ACTION_LABELS}, got {action_labels!r}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
@@ -128,6 +137,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.normalize_states = bool(normalize_states)
         self.skip_bad_files = bool(skip_bad_files)
+        self.action_labels = action_labels
 
         self.skipped_files: list[tuple[Path, str]] = []
         """(file, reason) for every bad file skipped (``skip_bad_files=True``)."""
@@ -171,6 +181,12 @@ class RolloutDataModule(L.LightningDataModule):
             ep = read_episode(path)
             if ep.length == 0:
                 raise RolloutFormatError(path, "episode has no steps")
+            if self.action_labels == "expert_actions" and ep.expert_actions is None:
+                raise RolloutFormatError(
+                    path,
+                    "no traj0/expert_actions for action_labels='expert_actions' (written by "
+                    "pourlit collect since 2026-12-03; recollect, or train on 'actions')",
+                )
             if check_dims:
                 for what, got, want in (
                     ("state", int(ep.states.shape[1]), self._state_dim),
@@ -218,7 +234,8 @@ class RolloutDataModule(L.LightningDataModule):
             ep = self._read(path, check_dims=True)
             if ep is None:
                 continue
-            episodes.append((path, ep.states, ep.actions, ep.pad_mask))
+            actions = ep.expert_actions if self.action_labels == "expert_actions" else ep.actions
+            episodes.append((path, ep.states, actions, ep.pad_mask))
         if not episodes:  # pragma: no cover - the probe guarantees one valid file
             raise ValueError(f"{self.data_dir}: no valid rollout files")
 

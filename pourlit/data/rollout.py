@@ -11,6 +11,8 @@ File layout (``rollout_{i:05d}.h5``), a superset of the seed project's layout::
     traj0/truncated           (T,)     uint8     1 on the last step if it hit the time limit
     traj0/success             scalar   bool
     traj0/images  (optional)  (T, H, W, 3) uint8, gzip, one chunk per frame
+    traj0/expert_actions (optional) (T, d_a) float32   the expert's intended actions before
+                                                       exploration noise (DART labels)
 
 Root attributes: ``pourlit_version`` (str), ``seed`` (int, env reset seed), ``env_config``
 (JSON str), ``obs_names`` / ``action_names`` (JSON lists of str), plus any extra attributes
@@ -78,6 +80,9 @@ class Episode:
         success: whether the episode achieved the task.
         attrs: file attributes, JSON-valued ones decoded to Python objects.
         images: optional (T, H, W, 3) uint8 RGB frames.
+        expert_actions: optional (T, d_a) float32, the expert's intended action at each state
+            before exploration noise; ``actions`` holds what was executed (noise included).
+            Training on these labels at the noisy states is DART (Laskey et al. 2017).
         path: file the episode was read from, if any.
     """
 
@@ -90,6 +95,7 @@ class Episode:
     success: bool = False
     attrs: dict[str, Any] = field(default_factory=dict)
     images: np.ndarray | None = None
+    expert_actions: np.ndarray | None = None
     path: Path | None = None
 
     @property
@@ -115,6 +121,7 @@ def _prepare_arrays(
     truncated: Any,
     pad_mask: Any,
     images: Any,
+    expert_actions: Any = None,
 ) -> dict[str, np.ndarray]:
     """Convert to on-disk dtypes and validate shapes and values; raises ValueError."""
     s = np.asarray(states, dtype=np.float32)
@@ -152,6 +159,14 @@ def _prepare_arrays(
         if img.shape[0] != t:
             raise ValueError(f"images has {img.shape[0]} steps but states has T={t}")
         out["images"] = img
+    if expert_actions is not None:
+        e = np.asarray(expert_actions, dtype=np.float32)
+        if e.shape != a.shape:
+            raise ValueError(
+                f"expert_actions must have the shape of actions {a.shape}, got {e.shape}"
+            )
+        _check_finite("expert_actions", e)
+        out["expert_actions"] = e
     return out
 
 
@@ -221,6 +236,7 @@ def write_episode(
     pad_mask: Any = None,
     success: bool | None = None,
     images: np.ndarray | None = None,
+    expert_actions: np.ndarray | None = None,
     attrs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Atomically write one episode to ``path`` and return the path.
@@ -228,7 +244,8 @@ def write_episode(
     Pass either an :class:`Episode` or the arrays ``states`` (T, d_s) and ``actions`` (T, d_a),
     with optional ``rewards`` (T,) (default 0), ``terminals``/``truncated`` (T,) (default all
     False), ``pad_mask`` (T,) (default all 1) and ``success`` (default False). ``images``
-    (T, H, W, 3) uint8 and ``attrs`` override/extend the episode's own. Attribute values may be
+    (T, H, W, 3) uint8, ``expert_actions`` (T, d_a) and ``attrs`` override/extend the
+    episode's own. Attribute values may be
     str/int/float/bool or JSON-serialisable lists/dicts.
 
     Raises:
@@ -245,10 +262,13 @@ def write_episode(
         terminals, truncated, pad_mask = episode.terminals, episode.truncated, episode.pad_mask
         success = episode.success
         images = episode.images if images is None else images
+        expert_actions = episode.expert_actions if expert_actions is None else expert_actions
         attrs = {**episode.attrs, **(attrs or {})}
     elif states is None or actions is None:
         raise ValueError("write_episode needs an Episode or both states and actions")
-    data = _prepare_arrays(states, actions, rewards, terminals, truncated, pad_mask, images)
+    data = _prepare_arrays(
+        states, actions, rewards, terminals, truncated, pad_mask, images, expert_actions
+    )
     attrs = dict(attrs or {})
     for key, dim in (("obs_names", "states"), ("action_names", "actions")):
         names = attrs.get(key)
@@ -273,6 +293,8 @@ def write_episode(
             for name in ("states", "actions", "pad_mask", "rewards", "terminals", "truncated"):
                 grp.create_dataset(name, data=data[name])
             grp.create_dataset("success", data=np.bool_(bool(success)))
+            if "expert_actions" in data:
+                grp.create_dataset("expert_actions", data=data["expert_actions"])
             if "images" in data:
                 img = data["images"]
                 chunks = (1, *img.shape[1:])
@@ -382,7 +404,18 @@ def _read(path: Path, f: h5py.File, load_images: bool) -> Episode:
                 path, f"traj0/images must be (T={t}, H, W, 3) uint8, has shape {img.shape}"
             )
     actions = np.asarray(dsets["actions"][()], dtype=np.float32)
-    for name, arr in (("states", states), ("actions", actions)):
+    checked = [("states", states), ("actions", actions)]
+    expert_actions: np.ndarray | None = None
+    if "expert_actions" in grp:
+        expert_actions = np.asarray(grp["expert_actions"][()], dtype=np.float32)
+        if expert_actions.shape != actions.shape:
+            raise RolloutFormatError(
+                path,
+                f"traj0/expert_actions has shape {expert_actions.shape}, "
+                f"traj0/actions {actions.shape}",
+            )
+        checked.append(("expert_actions", expert_actions))
+    for name, arr in checked:
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         if bad:
             raise RolloutFormatError(path, f"traj0/{name} contains {bad} NaN/Inf value(s)")
@@ -401,6 +434,7 @@ def _read(path: Path, f: h5py.File, load_images: bool) -> Episode:
         success=success,
         attrs=_decode_attrs(path, f.attrs),
         images=images,
+        expert_actions=expert_actions,
         path=path,
     )
 

@@ -141,6 +141,8 @@ class ScriptedPourExpert:
         )
         self.plans: list[_Plan | None] = [None] * env.num_envs
         self.rngs: list[np.random.Generator] = [np.random.default_rng(0)] * env.num_envs
+        self.intended = np.zeros((env.num_envs, 7))
+        """(N, 7) the last :meth:`act`'s actions before noise, clipped to [-1, 1]."""
 
     def begin(self, env_ids: np.ndarray | list[int] | None = None) -> None:
         """Start a new plan for ``env_ids`` (all when None) from their current episode seed."""
@@ -246,7 +248,9 @@ class ScriptedPourExpert:
 
     # -- acting ------------------------------------------------------------------------------
     def act(self) -> np.ndarray:
-        """Actions (N, 7) in [-1, 1] for the current state of every environment."""
+        """Actions (N, 7) in [-1, 1] for the current state of every environment, exploration
+        noise included; :attr:`intended` holds the same step's actions without it (the DART
+        labels: what the expert wants at the state the noisy actions led to)."""
         env = self.env
         actions = np.zeros((env.num_envs, 7))
         targets = env.arm_targets
@@ -265,6 +269,8 @@ class ScriptedPourExpert:
             actions[i, :6] = (q_des - targets[i]) / env.cfg.arm_step
             actions[i, 6] = 1.0 if plan.name in ("pregrasp", "approach") else -1.0
             plan.t += 1
-            if self.action_noise > 0:
+        self.intended = np.clip(actions, -1.0, 1.0)
+        if self.action_noise > 0:
+            for i in range(env.num_envs):
                 actions[i] += self.rngs[i].normal(0.0, self.action_noise, 7)
         return np.clip(actions, -1.0, 1.0)
