@@ -150,7 +150,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from pourlit.sweep import load_sweep, run_sweep
+    from pourlit.sweep import load_sweep, run_sweep, unfinished
 
     spec = load_sweep(args.config, out=args.out)
     if args.cpus is not None:
@@ -158,6 +158,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out = run_sweep(spec, resume=args.resume, address=args.address)
     print(out.read_text())
     print(f"wrote {out}, {out.parent / 'results.json'} and {out.parent / 'learning_curves.png'}")
+    trials = json.loads((out.parent / "results.json").read_text())
+    if left := len(unfinished(trials)):
+        print(
+            f"pourlit: error: {spec.folder}: {left} of {len(trials)} trials unfinished "
+            f"(interrupted); --resume continues them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -392,11 +392,11 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None)
     grid = tuner.fit()
     trials = []
     for r in grid:
-        cfg = r.config or {}
+        cfg = r.config or {}  # empty for a trial an interrupted sweep never started
         trials.append(
             {
-                "trial": trial_name(cfg),
-                "setting": _setting_label(cfg, spec),
+                "trial": trial_name(cfg) if cfg else "(not started)",
+                "setting": _setting_label(cfg, spec) if cfg else "(not started)",
                 "seed": cfg.get("seed"),
                 "metrics": {k: v for k, v in (r.metrics or {}).items() if k.startswith("test/")},
                 "error": None if r.error is None else str(r.error).splitlines()[0][:300],
@@ -418,17 +418,25 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} +- {sd:.2f}"
 
 
+def unfinished(trials: list[dict]) -> list[dict]:
+    """Trials without an error and without a held-out evaluation: not started, or stopped
+    mid-way by an interrupted sweep (``--resume`` continues them)."""
+    return [t for t in trials if not t["error"] and "test/success_rate" not in t["metrics"]]
+
+
 def write_results(spec: SweepSpec, trials: list[dict]) -> Path:
     """results.json (every trial), results.md (mean +- std over seeds per setting of the
-    held-out evaluation; failed trials listed) and learning_curves.png in the sweep folder."""
+    held-out evaluation; failed trials listed, unfinished ones counted) and
+    learning_curves.png in the sweep folder."""
     from pourlit.report import plot_curves
 
     folder = spec.folder
     (folder / "results.json").write_text(json.dumps(trials, indent=2) + "\n")
     ev = spec.evaluate
     rows = [
-        "| setting | seeds | success rate | poured fraction | return | minutes/run | failed |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | seeds | success rate | poured fraction | return | minutes/run | failed "
+        "| unfinished |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for setting in sorted({t["setting"] for t in trials}):
         ts = [t for t in trials if t["setting"] == setting]
@@ -440,7 +448,8 @@ def write_results(spec: SweepSpec, trials: list[dict]) -> Path:
         rows.append(
             f"| {setting} | {len(ok)} | {col('test/success_rate')} | "
             f"{col('test/mean_poured_fraction')} | {col('test/mean_return')} | "
-            f"{col('test/wall_minutes')} | {len(ts) - len(ok)} |"
+            f"{col('test/wall_minutes')} | {sum(bool(t['error']) for t in ts)} | "
+            f"{len(unfinished(ts))} |"
         )
     failed = [t for t in trials if t["error"]]
     head = (
@@ -448,6 +457,8 @@ def write_results(spec: SweepSpec, trials: list[dict]) -> Path:
         f"held-out episodes (seed {ev['seed']}, {ev['ckpt']}.ckpt, {ev['mode']} policy); "
         "mean +- std over the seeds that finished."
     )
+    if unfinished(trials):
+        head += f" {len(unfinished(trials))} trials unfinished: `--resume` continues them."
     lines = [head, "", *rows]
     if failed:
         lines += ["", "Failed trials:", *(f"- {t['trial']}: {t['error']}" for t in failed)]

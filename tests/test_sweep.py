@@ -93,6 +93,31 @@ def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path: Path) 
     assert (tmp_path / "out/tiny/learning_curves.png").stat().st_size > 0
 
 
+def test_results_count_failed_and_unfinished_trials_apart(tmp_path: Path) -> None:
+    """An interrupted sweep's table: finished seeds averaged, an errored trial under
+    "failed", trials stopped mid-way or never started under "unfinished", not "failed"."""
+    from pourlit.sweep import load_sweep, unfinished, write_results
+
+    spec = load_sweep(write_sweep(tmp_path / "tiny.yaml"))
+    spec.folder.mkdir(parents=True)
+    done = {"test/success_rate": 0.5, "test/mean_poured_fraction": 0.6, "test/mean_return": 1.0}
+    trials = [
+        {"trial": "seed0", "setting": "default", "seed": 0, "metrics": done, "error": None},
+        {"trial": "seed1", "setting": "default", "seed": 1,
+         "metrics": {**done, "test/success_rate": 0.7}, "error": None},
+        {"trial": "seed2", "setting": "default", "seed": 2, "metrics": {}, "error": "boom"},
+        {"trial": "seed3", "setting": "default", "seed": 3, "metrics": {}, "error": None},
+        {"trial": "(not started)", "setting": "(not started)", "seed": None, "metrics": {},
+         "error": None},
+    ]  # fmt: skip
+    assert [t["trial"] for t in unfinished(trials)] == ["seed3", "(not started)"]
+    table = write_results(spec, trials).read_text()
+    assert "| default | 2 | 0.60 +- 0.14 | 0.60 +- 0.00 | 1.00 +- 0.00 | - | 1 | 1 |" in table
+    assert "| (not started) | 0 | - | - | - | - | 0 | 1 |" in table
+    assert "2 trials unfinished: `--resume` continues them." in table
+    assert "- seed2: boom" in table
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
