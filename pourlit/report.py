@@ -16,24 +16,7 @@ from pathlib import Path
 from typing import Any
 
 
-def find_metrics(run: str | Path) -> Path:
-    """The newest ``metrics.csv`` under an RL run folder (or the file itself)."""
-    p = Path(run)
-    if p.is_file():
-        return p
-    found = sorted(p.glob("**/metrics.csv"), key=lambda f: f.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"{p}: no metrics.csv under this run folder")
-    return found[-1]
-
-
-def read_curves(run: str | Path) -> dict[str, list[tuple[float, float]]]:
-    """Curves keyed by metric: ``[(env_steps, value), ...]`` sorted by env steps.
-
-    ``train/success_rate``, ``train/return``, ``train/poured_fraction`` (x = ``env_steps``) and
-    ``val/success_rate``, ``val/return``, ``val/poured_fraction`` (x = ``val/env_steps``).
-    """
-    path = find_metrics(run)
+def _file_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
     with path.open() as f:
         rows = list(csv.DictReader(f))
     curves: dict[str, list[tuple[float, float]]] = {}
@@ -46,9 +29,40 @@ def read_curves(run: str | Path) -> dict[str, list[tuple[float, float]]]:
                 v = row.get(prefix + name) or ""
                 if v:
                     curves.setdefault(prefix + name, []).append((float(x), float(v)))
+    return curves
+
+
+def read_curves(run: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """Curves keyed by metric: ``[(env_steps, value), ...]`` sorted by env steps.
+
+    ``train/success_rate``, ``train/return``, ``train/poured_fraction`` (x = ``env_steps``) and
+    ``val/success_rate``, ``val/return``, ``val/poured_fraction`` (x = ``val/env_steps``).
+
+    A run folder holds one ``logs/version_*/metrics.csv`` per start: a run resumed from its
+    checkpoint at x0 logs from x0 on into a new version, a run restarted from nothing from 0.
+    The versions are read oldest first and each replaces the points at x >= its first x, so
+    the curve is the run's history as its last checkpoint saw it (a killed run's steps after
+    its last checkpoint, logged and then redone, appear once).
+    """
+    p = Path(run)
+    files = (
+        [p] if p.is_file() else sorted(p.glob("**/metrics.csv"), key=lambda f: f.stat().st_mtime)
+    )
+    if not files:
+        raise FileNotFoundError(f"{p}: no metrics.csv under this run folder")
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for path in files:
+        new = _file_curves(path)
+        if not new:
+            continue
+        x0 = min(x for points in new.values() for x, _ in points)
+        for name in curves:
+            curves[name] = [(x, v) for x, v in curves[name] if x < x0]
+        for name, points in new.items():
+            curves.setdefault(name, []).extend(points)
     for v in curves.values():
         v.sort()
-    return curves
+    return {k: v for k, v in curves.items() if v}
 
 
 def smooth(points: list[tuple[float, float]], window: int = 10) -> list[tuple[float, float]]:

@@ -4,6 +4,7 @@ train SPiRL for a few hundred updates -> evaluate -> report (PNG + markdown + vi
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,20 @@ def test_report_reads_training_and_validation_curves(tmp_path: Path) -> None:
     curves = read_curves(tmp_path)
     assert curves["train/success_rate"] == [(100.0, 0.0), (200.0, 0.5)]  # sorted by env steps
     assert curves["val/success_rate"] == [(250.0, 0.25)]
+    # a resumed run logs into a new version from its checkpoint on (x0 = 200): the killed
+    # run's points at x >= 200 are replaced; a restart from nothing replaces everything
+    time.sleep(0.01)
+    resumed = tmp_path / "logs/version_1/metrics.csv"
+    resumed.parent.mkdir(parents=True)
+    resumed.write_text(
+        "env_steps,step,train/success_rate,val/env_steps,val/success_rate\n"
+        "200,1,0.75,,\n"
+        ",2,,300,0.5\n"
+    )
+    curves = read_curves(tmp_path)
+    assert curves["train/success_rate"] == [(100.0, 0.0), (200.0, 0.75)]
+    assert curves["val/success_rate"] == [(300.0, 0.5)]  # 250 was logged after the checkpoint
+    assert curves["train/return"] == [(100.0, 0.5)]
     assert smooth([(0, 0.0), (1, 1.0), (2, 2.0)], window=2) == [(0, 0.0), (1, 0.5), (2, 1.5)]
     assert main(["report", "--run", str(tmp_path / "nothing"), "-o", str(tmp_path / "r.md")]) == 2
     assert main(["report", "--run", str(tmp_path), "--eval", "x.json", "-o", "r.md"]) == 2
