@@ -45,6 +45,18 @@ def write_sweep(path: Path, **overrides) -> Path:
     return path
 
 
+def kill_processes_with(marker: str) -> None:
+    """SIGKILL every process whose environment holds ``marker`` (Linux /proc): the Ray a
+    killed sweep started, without ``ray stop --force``, which stops every Ray on the machine
+    (it killed a researcher's sweep running beside the test suite)."""
+    for env_file in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in env_file.read_bytes().split(b"\0"):
+                os.kill(int(env_file.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):  # gone, or not ours to read
+            continue
+
+
 def run_cli(argv: list[str]) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -57,7 +69,9 @@ def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path: Path) 
     pytest.importorskip("ray")
     cfg = write_sweep(tmp_path / "tiny.yaml")
     runs = tmp_path / "out/tiny/runs"
+    marker = f"POURLIT_TEST_SWEEP={tmp_path.name}-{os.getpid()}"  # inherited by its Ray
     env = {**os.environ, "POURLIT_TORCH_THREADS": "1", "WANDB_MODE": "offline"}
+    env |= dict([marker.split("=")])
     cmd = [sys.executable, "-m", "pourlit.cli", "sweep", "-c", str(cfg)]
     log = (tmp_path / "sweep.log").open("w")
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
@@ -69,7 +83,7 @@ def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path: Path) 
     assert (runs / "seed0/eval.json").is_file(), "the first trial never finished"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the trials it runs
     proc.wait()
-    subprocess.run([Path(sys.executable).parent / "ray", "stop", "--force"], capture_output=True)
+    kill_processes_with(marker)  # its local Ray (raylet, GCS, workers), not any other Ray
     first = (runs / "seed0/eval.json").read_bytes()
     stamp = (runs / "seed0/eval.json").stat().st_mtime_ns
     assert not (runs / "seed2/eval.json").exists()  # killed mid-way
