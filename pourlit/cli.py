@@ -57,6 +57,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         "keep_failures": True if args.keep_failures else None,
         "images": True if args.images else None,
         "action_noise": args.action_noise,
+        "learner": args.learner,
+        "handover_delay": args.handover_delay,
         "rank": args.rank if args.rank is not None else _env_int("RANK"),
         "world_size": args.world_size if args.world_size is not None else _env_int("WORLD_SIZE"),
     }
@@ -198,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-failures", action="store_true", help="also write failed episodes")
     c.add_argument("--images", action="store_true", help="store camera images (traj0/images)")
     c.add_argument("--action-noise", type=float, help="std of noise on the expert's actions")
+    c.add_argument(
+        "--learner",
+        help="skill checkpoint whose prior rollouts drive until the expert takes over "
+        "(DAgger-style handover episodes; see pourlit.rl.handover)",
+    )
+    c.add_argument(
+        "--handover-delay", type=int, help="max control steps after the lift before the handover"
+    )
     c.add_argument("--rank", type=int, help="shard index (default: $RANK or 0)")
     c.add_argument("--world-size", type=int, help="number of shards (default: $WORLD_SIZE or 1)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

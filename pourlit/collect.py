@@ -27,7 +27,10 @@ from pourlit import __version__
 from pourlit.data.folder import FolderLock, file_record, remove_stale_temps, update_summary
 from pourlit.data.rollout import next_free_index, rollout_path, write_episode
 from pourlit.expert.pour import ScriptedPourExpert
+from pourlit.rl.acting import PriorPolicy
+from pourlit.rl.handover import Handover
 from pourlit.sim.env import EnvConfig, PouringVecEnv
+from pourlit.sim.task import ACTION_NAMES, OBS_DIM
 
 
 class ConfigError(ValueError):
@@ -47,6 +50,12 @@ class CollectConfig:
     image_size: int = 128
     camera: str = "front"
     action_noise: float = 0.05  # std of Gaussian noise on the expert's actions
+    # DAgger-style handover (pourlit.rl.handover): a skill checkpoint whose prior rollouts
+    # drive each episode until the expert takes over, 0..handover_delay control steps after the
+    # learner lifted the bottle; only episodes the expert took over are written. None: the
+    # expert drives from the start.
+    learner: str | None = None
+    handover_delay: int = 80
     rank: int = 0
     world_size: int = 1
     env: dict = field(default_factory=dict)  # EnvConfig fields (num_envs comes from above)
@@ -59,6 +68,10 @@ class CollectConfig:
             raise ConfigError(f"rank must be in [0, world_size), got {self.rank}/{self.world_size}")
         if self.action_noise < 0:
             raise ConfigError(f"action_noise must be >= 0, got {self.action_noise}")
+        if self.handover_delay < 0:
+            raise ConfigError(f"handover_delay must be >= 0, got {self.handover_delay}")
+        if self.learner is not None and not Path(self.learner).is_file():
+            raise ConfigError(f"{self.learner}: learner checkpoint not found")
 
     def env_config(self) -> EnvConfig:
         env_n = (self.env or {}).get("num_envs")
@@ -124,10 +137,30 @@ class _Buffer:
     images: list = field(default_factory=list)
 
 
+def _load_learner(cfg: CollectConfig) -> PriorPolicy | None:
+    """The handover learner (prior rollouts of the skill checkpoint ``cfg.learner``), checked
+    before anything touches the disk: not a skill checkpoint, or state/action sizes that are
+    not the env's, is a ``ConfigError``."""
+    if cfg.learner is None:
+        return None
+    try:
+        learner = PriorPolicy(cfg.learner, cfg.num_envs, seed=cfg.seed)
+    except Exception as e:  # not a checkpoint, or not a skill checkpoint
+        raise ConfigError(f"{cfg.learner}: not a skill checkpoint ({e})") from e
+    sizes = (learner.skills.state_dim, learner.skills.action_dim)
+    if sizes != (OBS_DIM, len(ACTION_NAMES)):
+        raise ConfigError(
+            f"{cfg.learner}: learner has state/action sizes {sizes[0]}/{sizes[1]}, the env "
+            f"{OBS_DIM}/{len(ACTION_NAMES)}"
+        )
+    return learner
+
+
 def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     """Run the expert, write rollout files, return (and write) the summary dict."""
     cfg.validate()
     env_cfg = cfg.env_config()  # before touching the disk: a bad config creates nothing
+    learner = _load_learner(cfg)
     out = Path(cfg.out)
     _prepare_out_dir(out)
     lock = FolderLock(out)
@@ -200,7 +233,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
             renderer = Renderer(env.model, cfg.image_size, cfg.image_size, cfg.camera)
         obs = env.reset(seed=entropy)
         expert = ScriptedPourExpert(env, seed=cfg.seed, action_noise=cfg.action_noise)
-        expert.begin()
+        handover = None
+        if learner is not None:
+            handover = Handover(expert, learner, cfg.handover_delay, cfg.seed)
+        (expert if handover is None else handover).begin()
         bufs = [_Buffer() for _ in range(n)]
         started = n
         active = np.ones(n, dtype=bool)
@@ -211,8 +247,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
         env_cfg_json = json.dumps(env_cfg.to_dict())
         while active.any():
             # Executed == recorded: the env steps the float32 actions that are stored.
-            actions = expert.act().astype(np.float32)
-            intended = expert.intended.astype(np.float32)  # the DART labels
+            if handover is None:
+                actions = expert.act().astype(np.float32)
+                intended = expert.intended.astype(np.float32)  # the DART labels
+            else:
+                actions, intended = handover.act(obs)
             obs_host = obs.cpu().numpy()  # one device-to-host copy per step for all envs
             for i in np.flatnonzero(active):
                 bufs[i].states.append(obs_host[i].copy())
@@ -235,7 +274,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                 stats["success"] += ok
                 stats["poured"].append(float(info["poured_fraction"][i]))
                 stats["spilled"].append(float(info["spilled_fraction"][i]))
-                if ok or cfg.keep_failures:
+                expert_from = 0 if handover is None else int(handover.expert_from[i])
+                if (ok or cfg.keep_failures) and expert_from >= 0:
                     b = bufs[i]
                     t = len(b.actions)
                     term = np.zeros(t, np.uint8)
@@ -259,6 +299,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                             "action_names": list(env.action_names),
                             "expert_params": expert.params(i),
                             "expert_seed": cfg.seed,
+                            "expert_from": expert_from,
+                            "learner": cfg.learner or "",
                             "action_noise": cfg.action_noise,
                             "poured_fraction": stats["poured"][-1],
                             "spilled_fraction": stats["spilled"][-1],
@@ -280,7 +322,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                 else:
                     active[i] = False
             if len(ended):
-                expert.begin(ended)
+                (expert if handover is None else handover).begin(ended)
         for f in pending:
             f.result()
         bar.close()

@@ -16,29 +16,10 @@ import numpy as np
 import torch
 
 from pourlit.checkpoints import checkpoint_kind
-from pourlit.rl.acting import AgentPolicy, ClockedPolicy
+from pourlit.rl.acting import AgentPolicy, PriorPolicy
 from pourlit.rl.spaces import env_config
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 from pourlit.sim.episodes import run_episodes
-
-
-class PriorPolicy(ClockedPolicy):
-    """Closed-loop skill-prior rollouts: z ~ q_hat(z | s) every H steps, a = clip(f(s, z))."""
-
-    def __init__(self, ckpt: str | Path, num_envs: int, seed: int = 0) -> None:
-        from pourlit.skills.module import load_skill_prior
-
-        self.skills = load_skill_prior(ckpt)
-        super().__init__(num_envs, self.skills.horizon, self.skills.latent_dim)
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def choose(self, states: torch.Tensor) -> torch.Tensor:
-        q = self.skills.prior_dist(states)
-        eps = torch.randn(q.mu.shape, generator=self.gen)
-        return q.mu + q.sigma * eps
-
-    def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.skills.decode(states, z).clamp(-1.0, 1.0)
 
 
 def load_rl_policy(

@@ -235,7 +235,9 @@ class RolloutDataModule(L.LightningDataModule):
             if ep is None:
                 continue
             actions = ep.expert_actions if self.action_labels == "expert_actions" else ep.actions
-            episodes.append((path, ep.states, actions, ep.pad_mask))
+            # handover episodes (pourlit collect --learner): the expert's part only
+            k = int(ep.attrs.get("expert_from", 0))
+            episodes.append((path, ep.states[k:], actions[k:], ep.pad_mask[k:]))
         if not episodes:  # pragma: no cover - the probe guarantees one valid file
             raise ValueError(f"{self.data_dir}: no valid rollout files")
 

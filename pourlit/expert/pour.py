@@ -155,6 +155,27 @@ class ScriptedPourExpert:
             d = self.env.mj_data(i)
             self._enter(i, plan, d, first=True)
 
+    def take_over(self, env_ids: np.ndarray | list[int]) -> None:
+        """Start plans for ``env_ids`` mid-episode, from whatever state another policy left
+        them in with the bottle in hand (DAgger-style handover): the plan begins at the carry
+        phase from the current TCP pose, with the grasp frame rebuilt upright about the TCP's
+        approach axis, so the expert carries, lowers, pours and untilts from there."""
+        ix = self.env.idx
+        for i in env_ids:
+            rng = np.random.default_rng([self.seed, int(self.env.episode_seed[i])])
+            self.rngs[i] = rng
+            plan = _Plan(ExpertParams.sample(rng))
+            d = self.env.mj_data(i)
+            u = d.site_xmat[ix.tcp_site].reshape(3, 3)[:, 2].copy()  # approach axis
+            u[2] = 0.0
+            u /= max(float(np.linalg.norm(u)), 1e-9)
+            y = np.array([-u[1], u[0], 0.0])
+            plan.approach, plan.grasp_rot = u, np.column_stack([np.cross(y, u), y, u])
+            plan.phase = PHASES.index("carry")
+            self._enter(i, plan, d, first=True)
+            plan.goal_quat = _mat2quat(plan.grasp_rot)  # carry also stands the bottle upright
+            self.plans[i] = plan
+
     def params(self, i: int) -> dict:
         plan = self.plans[i]
         assert plan is not None
@@ -247,14 +268,16 @@ class ScriptedPourExpert:
         return pos, rot
 
     # -- acting ------------------------------------------------------------------------------
-    def act(self) -> np.ndarray:
-        """Actions (N, 7) in [-1, 1] for the current state of every environment, exploration
-        noise included; :attr:`intended` holds the same step's actions without it (the DART
-        labels: what the expert wants at the state the noisy actions led to)."""
+    def act(self, env_ids: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """Actions (N, 7) in [-1, 1] for the current state of the environments ``env_ids``
+        (all when None; the others' rows are 0), exploration noise included; :attr:`intended`
+        holds the same step's actions without it (the DART labels: what the expert wants at
+        the state the noisy actions led to)."""
         env = self.env
+        ids = range(env.num_envs) if env_ids is None else env_ids
         actions = np.zeros((env.num_envs, 7))
         targets = env.arm_targets
-        for i in range(env.num_envs):
+        for i in ids:
             plan = self.plans[i]
             if plan is None:
                 raise RuntimeError(f"expert.begin() was not called for env {i}")
@@ -271,6 +294,6 @@ class ScriptedPourExpert:
             plan.t += 1
         self.intended = np.clip(actions, -1.0, 1.0)
         if self.action_noise > 0:
-            for i in range(env.num_envs):
+            for i in ids:
                 actions[i] += self.rngs[i].normal(0.0, self.action_noise, 7)
         return np.clip(actions, -1.0, 1.0)

@@ -1,11 +1,13 @@
 """How a policy with a decision clock acts in a vectorised env: each env picks a new agent
 action z every ``horizon`` steps of its own clock (restarted at every episode start) and turns
 (s, z) into env actions at every step. ``AgentPolicy`` is a trained SAC module acting (the
-module's validation and ``pourlit evaluate``); ``pourlit evaluate``'s prior rollouts use the
-same clock."""
+module's validation and ``pourlit evaluate``); ``PriorPolicy`` is a skill checkpoint's prior
+rollouts (``pourlit evaluate`` on a skill checkpoint, the learner of ``pourlit collect
+--learner``), on the same clock."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,3 +77,22 @@ class AgentPolicy(ClockedPolicy):
     @torch.no_grad()
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         return super().__call__(obs.to(self.module.device)).cpu()
+
+
+class PriorPolicy(ClockedPolicy):
+    """Closed-loop skill-prior rollouts: z ~ q_hat(z | s) every H steps, a = clip(f(s, z))."""
+
+    def __init__(self, ckpt: str | Path, num_envs: int, seed: int = 0) -> None:
+        from pourlit.skills.module import load_skill_prior
+
+        self.skills = load_skill_prior(ckpt)
+        super().__init__(num_envs, self.skills.horizon, self.skills.latent_dim)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def choose(self, states: torch.Tensor) -> torch.Tensor:
+        q = self.skills.prior_dist(states)
+        eps = torch.randn(q.mu.shape, generator=self.gen)
+        return q.mu + q.sigma * eps
+
+    def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.skills.decode(states, z).clamp(-1.0, 1.0)
