@@ -55,7 +55,7 @@ class CollectConfig:
     # learner lifted the bottle; only episodes the expert took over are written. None: the
     # expert drives from the start.
     learner: str | None = None
-    handover_delay: int = 80
+    handover_delay: int = 120
     rank: int = 0
     world_size: int = 1
     env: dict = field(default_factory=dict)  # EnvConfig fields (num_envs comes from above)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import pytest
 import torch
 from test_collect_cli import one_error_line, rollouts, run_cli
 
 from pourlit.data import RolloutDataModule, read_episode
+from pourlit.expert.pour import ScriptedPourExpert
 from pourlit.replay import env_for_episode
 from pourlit.rl.handover import LIFT_HEIGHT, handover_due
+from pourlit.sim.env import EnvConfig, PouringVecEnv
 from pourlit.sim.task import OBS_DIM, OBS_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,18 +35,35 @@ def handover_data(tmp_path_factory) -> Path:
     return out
 
 
-def test_handover_due_reads_lift_and_tilt_from_observations() -> None:
-    obs = np.zeros((4, OBS_DIM), np.float32)
-    qw, qx = OBS_NAMES.index("bottle_quat_w"), OBS_NAMES.index("bottle_quat_x")
-    obs[:, qw] = 1.0
+def test_handover_due_reads_lift_and_pouring_from_observations() -> None:
+    obs = np.zeros((3, OBS_DIM), np.float32)
     obs[:, OBS_NAMES.index("liquid_in_bottle")] = 1.0
     obs[1:, Z] = LIFT_HEIGHT + 0.01
-    half = math.radians(20) / 2  # env 2: tilted 20 degrees about x
-    obs[2, qw], obs[2, qx] = math.cos(half), math.sin(half)
-    obs[3, OBS_NAMES.index("liquid_in_bottle")] = 0.9  # env 3: pouring upright (liquid leaving)
-    lifted, tilting = handover_due(obs)
-    assert lifted.tolist() == [False, True, True, True]
-    assert tilting.tolist() == [False, False, True, True]
+    obs[2, OBS_NAMES.index("liquid_in_bottle")] = 0.9  # env 2: liquid leaving the bottle
+    lifted, pouring = handover_due(obs)
+    assert lifted.tolist() == [False, True, True]
+    assert pouring.tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("tilt_deg, phase", [(0.0, "carry"), (10.0, "carry"), (40.0, "tilt")])
+def test_expert_takes_over_by_the_bottles_tilt(tilt_deg: float, phase: str) -> None:
+    """An upright bottle (within 15 degrees) is carried first; a tilted one is poured on."""
+    env = PouringVecEnv(EnvConfig(num_envs=1))
+    try:
+        env.reset(seed=0)
+        d = env.mj_data(0)
+        b = env.idx.bottle_qpos
+        half = math.radians(tilt_deg) / 2
+        d.qpos[b + 3 : b + 7] = [math.cos(half), math.sin(half), 0.0, 0.0]
+        mujoco.mj_kinematics(env.model, d)
+        expert = ScriptedPourExpert(env, seed=0)
+        expert.take_over([0])
+        assert expert.phase(0) == phase
+        actions = expert.act([0])
+        assert actions.shape == (1, 7) and np.all(np.abs(actions) <= 1)
+        assert actions[0, 6] == -1.0  # the gripper stays closed
+    finally:
+        env.close()
 
 
 def test_learner_drives_until_the_lift_then_the_expert(handover_data) -> None:
@@ -58,7 +78,7 @@ def test_learner_drives_until_the_lift_then_the_expert(handover_data) -> None:
         assert 0 < k < ep.length
         assert ep.attrs["learner"] == str(SKILL_CKPT)
         assert ep.states[k, Z] > LIFT_HEIGHT
-        assert np.all(ep.states[: k - 80, Z] <= LIFT_HEIGHT)  # first lifted <= 80 steps before k
+        assert np.all(ep.states[: k - 120, Z] <= LIFT_HEIGHT)  # first lifted <= 120 steps before
         np.testing.assert_array_equal(ep.expert_actions[:k], ep.actions[:k])
         diff = (ep.actions[k:] - ep.expert_actions[k:])[np.abs(ep.actions[k:]) < 1]
         assert diff.size > 40 and 0.2 < float(diff.std()) < 0.4

@@ -56,6 +56,8 @@ class ExpertParams:
         )
 
 
+TAKE_OVER_TILT_DEG = 15.0  # take_over: a bottle tilted more than this is poured on, not carried
+
 PHASES = (
     "pregrasp",
     "approach",
@@ -157,9 +159,12 @@ class ScriptedPourExpert:
 
     def take_over(self, env_ids: np.ndarray | list[int]) -> None:
         """Start plans for ``env_ids`` mid-episode, from whatever state another policy left
-        them in with the bottle in hand (DAgger-style handover): the plan begins at the carry
-        phase from the current TCP pose, with the grasp frame rebuilt upright about the TCP's
-        approach axis, so the expert carries, lowers, pours and untilts from there."""
+        them in with the bottle in hand (DAgger-style handover). The grasp frame is rebuilt
+        upright about the TCP's approach axis (a pouring roll turns about that axis, so it
+        stays horizontal); a bottle within ``TAKE_OVER_TILT_DEG`` of vertical is carried from
+        the current pose (carry, also standing it upright), lowered, tilted and poured; a
+        more tilted one is rolled on from its current pose while its mouth moves to the pour
+        point (tilt), then held and untilted."""
         ix = self.env.idx
         for i in env_ids:
             rng = np.random.default_rng([self.seed, int(self.env.episode_seed[i])])
@@ -171,9 +176,14 @@ class ScriptedPourExpert:
             u /= max(float(np.linalg.norm(u)), 1e-9)
             y = np.array([-u[1], u[0], 0.0])
             plan.approach, plan.grasp_rot = u, np.column_stack([np.cross(y, u), y, u])
-            plan.phase = PHASES.index("carry")
+            away = (d.site_xpos[ix.bottle_grasp_site] - d.site_xpos[ix.cup_rim_site])[:2]
+            plan.side = 1.0 if np.dot(y[:2], away) >= 0 else -1.0
+            up = d.xmat[ix.bottle_body].reshape(3, 3)[2, 2]
+            tilted = up < math.cos(math.radians(TAKE_OVER_TILT_DEG))
+            plan.phase = PHASES.index("tilt" if tilted else "carry")
             self._enter(i, plan, d, first=True)
-            plan.goal_quat = _mat2quat(plan.grasp_rot)  # carry also stands the bottle upright
+            if not tilted:
+                plan.goal_quat = _mat2quat(plan.grasp_rot)  # carry stands the bottle upright
             self.plans[i] = plan
 
     def params(self, i: int) -> dict:

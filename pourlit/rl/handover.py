@@ -5,10 +5,11 @@ drifts off them (the skill prior carrying the bottle too high, then pouring besi
 meets states no demonstration covers. Handover episodes label exactly those states (as
 HG-DAgger, Kelly et al. 2019, with the scripted expert as the human): the learner acts from
 the episode start; once it has lifted the bottle (its base above ``LIFT_HEIGHT``) the expert
-takes over after a delay drawn uniformly from 0 .. ``max_delay`` control steps, or at once
-when the learner starts to tilt the bottle (its axis more than ``TILT_DEG`` off vertical, or
-liquid leaving it), and carries, lowers, pours and untilts from wherever the learner left it
-(``ScriptedPourExpert.take_over``).
+takes over after a delay drawn uniformly from 0 .. ``max_delay`` control steps (so handovers
+spread over the learner's carry, lowering and tilt), or at once when liquid starts leaving
+the bottle, and pours from wherever the learner left it (``ScriptedPourExpert.take_over``:
+an upright bottle is carried, lowered, tilted; a tilted one is rolled on while its mouth
+moves to the pour point).
 
 Labels: from the handover step ``expert_from`` on, the expert's intended actions (DART labels,
 before exploration noise); before it, the learner's own actions (no expert label exists
@@ -16,8 +17,6 @@ there; training skips those steps, see ``pourlit.data.datamodule``).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -27,20 +26,15 @@ from pourlit.rl.acting import PriorPolicy
 from pourlit.sim.task import OBS_NAMES
 
 LIFT_HEIGHT = 0.03  # m, bottle base above the table (as pourlit.sim.task.progress's "lifted")
-TILT_DEG = 15.0
+POURING_BELOW = 0.97  # liquid fraction in the bottle under which the learner is pouring
 _BOTTLE_Z = OBS_NAMES.index("bottle_pos_z")
-_BOTTLE_QX = OBS_NAMES.index("bottle_quat_x")
 _IN_BOTTLE = OBS_NAMES.index("liquid_in_bottle")
 
 
 def handover_due(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(lifted, tilting)``, (N,) bool each, from observations (N, d_s): the bottle base above
-    ``LIFT_HEIGHT``; the bottle's axis more than ``TILT_DEG`` from vertical (up = 1 - 2 (x^2 +
-    y^2) of its quaternion) or under 97% of the liquid still in it."""
-    x, y = obs[:, _BOTTLE_QX], obs[:, _BOTTLE_QX + 1]
-    up = 1.0 - 2.0 * (x * x + y * y)
-    tilting = (up < math.cos(math.radians(TILT_DEG))) | (obs[:, _IN_BOTTLE] < 0.97)
-    return obs[:, _BOTTLE_Z] > LIFT_HEIGHT, tilting
+    """``(lifted, pouring)``, (N,) bool each, from observations (N, d_s): the bottle base above
+    ``LIFT_HEIGHT``; under ``POURING_BELOW`` of the liquid still in the bottle."""
+    return obs[:, _BOTTLE_Z] > LIFT_HEIGHT, obs[:, _IN_BOTTLE] < POURING_BELOW
 
 
 class Handover:
@@ -74,12 +68,12 @@ class Handover:
         the expert label (the intended action after the handover, the learner's before)."""
         o = obs.cpu().numpy()
         step = self.env.episode_step.cpu().numpy()
-        lifted, tilting = handover_due(o)
+        lifted, pouring = handover_due(o)
         driving = self.expert_from < 0
         for i in np.flatnonzero(driving & (self.due < 0) & lifted):
             rng = np.random.default_rng([self.seed, int(self.env.episode_seed[i]), 1])
             self.due[i] = step[i] + int(rng.integers(0, self.max_delay + 1))
-        take = driving & (self.due >= 0) & ((step >= self.due) | tilting)
+        take = driving & (self.due >= 0) & ((step >= self.due) | pouring)
         if take.any():
             ids = np.flatnonzero(take)
             self.expert.take_over(ids)
