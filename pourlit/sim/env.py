@@ -265,7 +265,7 @@ class PouringVecEnv:
                 f"actions must have shape ({self.num_envs}, {self.action_dim}), "
                 f"got {tuple(a.shape)}"
             )
-        a = xp.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).clip(-1.0, 1.0)
+        a = xp.where(xp.isfinite(a), a, 0.0).clip(-1.0, 1.0)  # NaN and +-inf count as 0
         qpos = arrays.view(self.backend.kinematics().qpos, xp)
         q = arrays.astype(qpos[:, self._arm_qpos], xp.float64)
         # arm: target + a * arm_step, within 0.2 rad of the joint angle and inside its range;
@@ -351,7 +351,8 @@ class PouringVecEnv:
         # The task runs in float64 whatever the backend's precision (MuJoCo Warp: float32).
         # Non-finite values are zeroed to keep the arithmetic finite (identity on finite
         # values, so no branch and no host sync); an unstable episode ends as a failure.
-        row = xp.nan_to_num(arrays.astype(row, xp.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        row = arrays.astype(row, xp.float64)
+        row = xp.where(xp.isfinite(row), row, 0.0)
         f = {name: row[:, cols] for name, cols in self._fields.items()}
         s = task.TaskState(
             arm_q=f["arm_q"],

@@ -138,10 +138,11 @@ def liquid_state(s: TaskState) -> LiquidState:
     radius = const(((BOTTLE_APOTHEM,), (CUP_RADIUS - CUP_WALL,)), local)  # (2, 1)
     height = const(((BOTTLE_HEIGHT,), (CUP_HEIGHT,)), local)
     z = local[..., 2]
-    inside = (xp.linalg.vector_norm(local[..., :2], axis=-1) < radius) & (z > 0) & (z < height)
+    inside = (xp.hypot(local[..., 0], local[..., 1]) < radius) & (z > 0) & (z < height)
     spilled = ~inside.any(axis=1, keepdims=True) & (s.liquid[:, None, :, 2] < SPILL_HEIGHT)
     # (N, 3): in bottle, in cup, spilled
-    fractions = astype(xp.concat((inside, spilled), axis=1), local.dtype).mean(axis=-1)
+    counts = astype(xp.concat((inside, spilled), axis=1), local.dtype).sum(axis=-1)
+    fractions = counts / s.liquid.shape[1]
     return LiquidState(in_bottle=fractions[:, 0], in_cup=fractions[:, 1], spilled=fractions[:, 2])
 
 
@@ -163,7 +164,7 @@ def observation(s: TaskState, liq: LiquidState) -> Array:
         bottle_quat,
         s.cup_pos,
         cup_quat,
-        s.liquid.mean(axis=1),
+        s.liquid.sum(axis=1) / s.liquid.shape[1],  # centroid
         s.bottle_grasp - s.tcp_pos,
         rel_quat,
         astype(xp.stack((liq.in_bottle, liq.in_cup, liq.spilled), axis=-1), s.arm_q.dtype),
@@ -194,7 +195,8 @@ def progress(s: TaskState) -> Progress:
     upright = up > const((BOTTLE_UPRIGHT_COS, CUP_UPRIGHT_COS), up)
     bottle_up = up[:, 0]
     tilt = xp.arccos(bottle_up.clip(-1.0, 1.0))
-    distance = xp.linalg.vector_norm(s.bottle_grasp - s.tcp_pos, axis=-1)
+    offset = s.bottle_grasp - s.tcp_pos
+    distance = xp.sqrt((offset * offset).sum(axis=-1))
     grasped = (distance < 0.03) & (s.opening > 0.050) & (s.opening < 0.070)
     z = s.bottle_pos[:, 2]
     dropped = ((bottle_up < 0.5) & (z < 0.05) & ~grasped) | (z < -0.05)
@@ -219,7 +221,8 @@ def dense_reward(s: TaskState, liq: LiquidState, p: Progress) -> tuple[Array, di
     reach = 1.0 - xp.tanh(10.0 * p.grasp_distance)
     grasp = astype(p.grasped, xp.float32)
     lift = grasp * (s.bottle_pos[:, 2] / 0.10).clip(0.0, 1.0)
-    mouth_to_cup = xp.linalg.vector_norm(s.bottle_mouth[:, :2] - s.cup_rim[:, :2], axis=-1)
+    mouth_offset = s.bottle_mouth - s.cup_rim
+    mouth_to_cup = xp.hypot(mouth_offset[:, 0], mouth_offset[:, 1])  # horizontal distance
     approach = astype(p.lifted, xp.float32) * (
         1.0 - xp.tanh(10.0 * (mouth_to_cup - 0.05).clip(min=0.0))
     )
