@@ -44,8 +44,8 @@ class MujocoCPUBackend:
         self.state = np.zeros((num_envs, self.nstate))
         self.ctrl = np.zeros((num_envs, model.nu))
         self._out: np.ndarray | None = None
-        self._kin: Kinematics | None = None
-        # every env's kinematics, rows written where its MjData changes (_read_kinematics)
+        # every env's kinematics, rows written where its MjData changes (_read_kinematics);
+        # kinematics() hands out tensors sharing their memory
         n = num_envs
         self._kin_rows = {
             "qpos": np.zeros((n, model.nq)),
@@ -56,6 +56,9 @@ class MujocoCPUBackend:
             "site_xpos": np.zeros((n, model.nsite, 3)),
             "time": np.zeros(n),
         }
+        kin = {name: torch.from_numpy(rows) for name, rows in self._kin_rows.items()}
+        kin["xmat"] = kin["xmat"].reshape(n, -1, 3, 3)
+        self._kin = Kinematics(**kin)
         self.diverged = torch.zeros(num_envs, dtype=torch.bool)  # per env, set by the last step()
         self._ctrl_seq = np.empty((num_envs, 0, model.nu))
         # An explicit (zero) solver warm start per control step: otherwise each thread's
@@ -92,7 +95,6 @@ class MujocoCPUBackend:
             self._read_state(i)
             self._read_kinematics(i)
             self.diverged[int(i)] = False
-        self._kin = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Everything the next ``step`` depends on: full physics state and held controls (as
@@ -159,14 +161,10 @@ class MujocoCPUBackend:
             d.ctrl[:] = self.ctrl[i]
             mujoco.mj_kinematics(self.model, d)
             self._read_kinematics(i)
-        self._kin = None
 
     def kinematics(self) -> Kinematics:
-        """Positions, velocities and poses of every environment (cached until the next step)."""
-        if self._kin is None:
-            k = {name: torch.from_numpy(rows.copy()) for name, rows in self._kin_rows.items()}
-            k["xmat"] = k["xmat"].reshape(self.num_envs, -1, 3, 3)
-            self._kin = Kinematics(**k)
+        """Positions, velocities and poses of every environment: tensors sharing this backend's
+        buffers, which the next ``step`` or ``set_state`` overwrites (clone what you keep)."""
         return self._kin
 
     def close(self) -> None:
