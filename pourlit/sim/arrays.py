@@ -2,10 +2,13 @@
 
 The task code (``pourlit.sim.task``) and the env's per-step bookkeeping are written once, against
 names and arguments that numpy (2.x) and torch both accept: ``xp.concat``, ``xp.stack``,
-``xp.where``, ``xp.clip``, ``xp.tanh``, ``xp.arccos``, ``xp.abs``, ``xp.amax``, ``xp.isfinite``,
-``xp.nan_to_num``, ``xp.linalg.vector_norm`` and reductions with ``axis=`` / ``keepdims=``,
-operators, ``@`` and basic indexing; ``astype`` and ``copy`` below cover what they spell
-differently. ``xp`` is the module of the arrays at hand (``namespace``).
+``xp.where``, ``xp.tanh``, ``xp.arccos``, ``xp.hypot``, ``xp.sqrt``, ``xp.abs``, ``xp.amax``,
+``xp.isfinite``, the methods ``clip``, ``sum``, ``any``, ``all``, ``reshape`` (reductions with
+``axis=`` / ``keepdims=``), operators, ``@`` and indexing with an index array of the same
+library; ``astype`` and ``copy`` below cover what they spell differently. ``xp`` is the module
+of the arrays at hand (``namespace``). (Avoided on purpose: numpy's ``linalg.vector_norm``,
+``nan_to_num``, ``mean`` and ``clip`` functions are Python-level wrappers costing several
+microseconds a call.)
 
 Why numpy on the CPU: the task's arrays hold a few dozen numbers per environment, so its cost
 is the per-operation overhead, which is several times lower in numpy than in torch. Torch tensors
