@@ -47,8 +47,10 @@ demo: setup
 		--eval "skill prior (sampled skills)"=$(DEMO)/eval_prior.json --eval expert=$(DEMO)/eval_expert.json \
 		--video $(DEMO)/policy.mp4 --collect-summary $(DEMO)/data/summary.json -o $(DEMO)/report.md
 
+# BENCH_ARGS="--baseline main" also times main's env in the same process (before/after).
+BENCH_ARGS ?=
 bench: setup
-	$(PY) benchmarks/bench_sim.py
+	$(PY) benchmarks/bench_sim.py $(BENCH_ARGS)
 
 bench-skills: setup
 	$(PY) benchmarks/bench_skills.py --data-dir data/pouring

@@ -337,3 +337,30 @@ def test_env_config_merged_layers_and_names_valid_modes() -> None:
         EnvConfig.merged({"backend": "isaac"})
     with pytest.raises(ValueError, match="bogus"):
         EnvConfig.merged({"bogus": 1})
+
+
+def test_torch_path_equals_the_numpy_path(monkeypatch) -> None:
+    """On the CPU the env's per-step arithmetic runs in numpy; on an accelerator in torch
+    (pourlit.sim.arrays). Forced to torch on the CPU, it gives the same outputs."""
+    from pourlit.sim import arrays
+
+    rng = np.random.default_rng(3)
+    actions = rng.uniform(-1, 1, (12, 2, 7))
+    outs = {}
+    for lib in ("numpy", "torch"):
+        if lib == "torch":
+            monkeypatch.setattr(arrays, "for_device", lambda device: torch)
+        env = make_env(num_envs=2, max_episode_steps=5, reward="shaped")
+        try:
+            assert env._xp.__name__ == lib
+            outs[lib] = [env.reset(seed=1)]
+            for a in actions:
+                obs, r, term, trunc, info = env.step(a)
+                outs[lib] += [obs, r, term, trunc, *info.values()]
+            outs[lib] += [env.episode_return, env.arm_target, env.grip_target]
+        finally:
+            env.close()
+    assert len(outs["numpy"]) == len(outs["torch"])
+    for a, b in zip(outs["numpy"], outs["torch"], strict=True):
+        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

@@ -276,3 +276,28 @@ def test_sparse_reward_is_poured_gain() -> None:
     )
     prev = torch.tensor([0.0, 0.75, 0.5])
     torch.testing.assert_close(task.sparse_reward(liq, prev), torch.tensor([0.25, 0.25, -0.5]))
+
+
+def test_numpy_and_torch_give_the_same_values() -> None:
+    """The env computes the task in numpy on the CPU and in torch on an accelerator
+    (pourlit.sim.arrays): one definition, the same values and dtypes in both libraries."""
+    s = random_task_state(64, seed=5)
+    s_np = task.TaskState(**{k: v.numpy() for k, v in vars(s).items()})
+    out = {}
+    for name, state in (("torch", s), ("numpy", s_np)):
+        liq = task.liquid_state(state)
+        prog = task.progress(state)
+        r, terms = task.dense_reward(state, liq, prog)
+        out[name] = {
+            "obs": task.observation(state, liq),
+            "reward": r,
+            **{f"liq_{k}": v for k, v in vars(liq).items()},
+            **{f"prog_{k}": v for k, v in vars(prog).items()},
+            **{f"term_{k}": v for k, v in terms.items()},
+        }
+    assert out["torch"].keys() == out["numpy"].keys()
+    for key, t in out["torch"].items():
+        a = out["numpy"][key]
+        assert isinstance(a, np.ndarray), key
+        assert torch.from_numpy(a).dtype == t.dtype, key
+        np.testing.assert_allclose(a, t.numpy(), rtol=0, atol=1e-12, err_msg=key)

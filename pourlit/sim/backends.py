@@ -44,7 +44,21 @@ class MujocoCPUBackend:
         self.state = np.zeros((num_envs, self.nstate))
         self.ctrl = np.zeros((num_envs, model.nu))
         self._out: np.ndarray | None = None
-        self._kin: Kinematics | None = None
+        # every env's kinematics, rows written where its MjData changes (_read_kinematics);
+        # kinematics() hands out tensors sharing their memory
+        n = num_envs
+        self._kin_rows = {
+            "qpos": np.zeros((n, model.nq)),
+            "qvel": np.zeros((n, model.nv)),
+            "xpos": np.zeros((n, model.nbody, 3)),
+            "xquat": np.zeros((n, model.nbody, 4)),
+            "xmat": np.zeros((n, model.nbody, 9)),
+            "site_xpos": np.zeros((n, model.nsite, 3)),
+            "time": np.zeros(n),
+        }
+        kin = {name: torch.from_numpy(rows) for name, rows in self._kin_rows.items()}
+        kin["xmat"] = kin["xmat"].reshape(n, -1, 3, 3)
+        self._kin = Kinematics(**kin)
         self.diverged = torch.zeros(num_envs, dtype=torch.bool)  # per env, set by the last step()
         self._ctrl_seq = np.empty((num_envs, 0, model.nu))
         # An explicit (zero) solver warm start per control step: otherwise each thread's
@@ -53,10 +67,21 @@ class MujocoCPUBackend:
         self._warmstart = np.zeros((num_envs, model.nv))
         for i in range(num_envs):
             self._read_state(i)
+            self._read_kinematics(i)
 
     # -- state -------------------------------------------------------------------------------
     def _read_state(self, i: int) -> None:
         mujoco.mj_getState(self.model, self.datas[i], self.state[i], _FULL)
+
+    def _read_kinematics(self, i: int) -> None:
+        d, rows = self.datas[i], self._kin_rows
+        rows["qpos"][i] = d.qpos
+        rows["qvel"][i] = d.qvel
+        rows["xpos"][i] = d.xpos
+        rows["xquat"][i] = d.xquat
+        rows["xmat"][i] = d.xmat
+        rows["site_xpos"][i] = d.site_xpos
+        rows["time"][i] = d.time
 
     def set_state(self, env_ids: np.ndarray, qpos: np.ndarray, ctrl: np.ndarray) -> None:
         """Place environments ``env_ids`` at ``qpos`` (len(ids), nq) at rest, time 0."""
@@ -68,8 +93,8 @@ class MujocoCPUBackend:
             mujoco.mj_forward(self.model, d)
             self.ctrl[i] = ctrl[k]
             self._read_state(i)
+            self._read_kinematics(i)
             self.diverged[int(i)] = False
-        self._kin = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Everything the next ``step`` depends on: full physics state and held controls (as
@@ -135,22 +160,11 @@ class MujocoCPUBackend:
             mujoco.mj_setState(self.model, d, self.state[i], _FULL)
             d.ctrl[:] = self.ctrl[i]
             mujoco.mj_kinematics(self.model, d)
-        self._kin = None
+            self._read_kinematics(i)
 
     def kinematics(self) -> Kinematics:
-        """Positions, velocities and poses of every environment (cached until the next step)."""
-        if self._kin is None:
-            ds = self.datas
-            t = torch.from_numpy
-            self._kin = Kinematics(
-                qpos=t(np.stack([d.qpos for d in ds])),
-                qvel=t(np.stack([d.qvel for d in ds])),
-                xpos=t(np.stack([d.xpos for d in ds])),
-                xquat=t(np.stack([d.xquat for d in ds])),
-                xmat=t(np.stack([d.xmat for d in ds]).reshape(len(ds), -1, 3, 3)),
-                site_xpos=t(np.stack([d.site_xpos for d in ds])),
-                time=t(np.array([d.time for d in ds])),
-            )
+        """Positions, velocities and poses of every environment: tensors sharing this backend's
+        buffers, which the next ``step`` or ``set_state`` overwrites (clone what you keep)."""
         return self._kin
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ are kept apart.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -21,7 +20,7 @@ import mujoco
 import numpy as np
 import torch
 
-from pourlit.sim import task
+from pourlit.sim import arrays, task
 from pourlit.sim.backends import BACKENDS, make_backend
 from pourlit.sim.scene import ARM_JOINTS, GRIPPER_STROKE, LiquidConfig, build_model
 
@@ -142,23 +141,55 @@ class PouringVecEnv:
         self.action_dim = len(task.ACTION_NAMES)
         n = self.num_envs
         arm_ids = [self.model.joint(j).id for j in ARM_JOINTS]
-        # Per-step state lives on the env's device (no host copies per step on a GPU backend);
-        # episode seeds and their generators live on the host (used only at resets).
+        # Per-step state lives on the env's device (no host copies per step on a GPU backend)
+        # as arrays of the library of its per-step arithmetic (pourlit.sim.arrays: numpy on
+        # the CPU, torch tensors elsewhere); what the env hands out is torch (zero-copy views
+        # on the CPU). Episode seeds and their generators live on the host (used at resets).
         dev, f64 = self.device, torch.float64
         self.arm_lo = torch.as_tensor(self.model.jnt_range[arm_ids, 0], dtype=f64, device=dev)
         self.arm_hi = torch.as_tensor(self.model.jnt_range[arm_ids, 1], dtype=f64, device=dev)
-        self.arm_target = torch.zeros(n, 6, dtype=f64, device=dev)
-        self.grip_target = torch.full((n,), GRIPPER_STROKE, dtype=f64, device=dev)
-        self.episode_step = torch.zeros(n, dtype=torch.long, device=dev)
+        self._xp = xp = arrays.for_device(dev)
+        # control targets, one row per env: 6 arm joint angles (rad), then the jaw opening (m)
+        self._target = self._array(np.tile([0.0] * 6 + [GRIPPER_STROKE], (n, 1)), xp.float64)
+        steps = [self.cfg.arm_step] * 6 + [self.cfg.gripper_step]
+        self._action_scale = self._array(steps, xp.float64)
+        self._target_lo = self._array([*self.arm_lo.tolist(), 0.0], xp.float64)
+        self._target_hi = self._array([*self.arm_hi.tolist(), GRIPPER_STROKE], xp.float64)
+        self._step = self._array(np.zeros(n), xp.int64)  # control steps into the episode
         self.episode_seed = np.zeros(n, dtype=np.int64)
-        self._episode_seed_t = torch.zeros(n, dtype=torch.long, device=dev)
-        self.episode_return = torch.zeros(n, dtype=f64, device=dev)
+        self._seed = self._array(np.zeros(n), xp.int64)  # episode_seed on the device
+        self._return = self._array(np.zeros(n), xp.float64)
         self._rngs: list[np.random.Generator] = [np.random.default_rng(i) for i in range(n)]
-        self._prev_in_cup = torch.zeros(n, device=self.device)
-        self._prev_potential = torch.zeros(n, device=self.device)  # "shaped" reward
-        self._liquid_body0 = torch.as_tensor(self.idx.liquid_body0, device=self.device)
+        self._prev_in_cup = self._array(np.zeros(n), xp.float64)
+        self._prev_potential = self._array(np.zeros(n), xp.float64)  # "shaped" reward
+        self._liquid_body0 = self._array(self.idx.liquid_body0, xp.float64)
+        self._gather_indices()
         self.stats = {"episodes": 0, "successes": 0, "unstable": 0, "env_steps": 0}
-        self._obs: torch.Tensor | None = None
+        self._obs: Any = None  # the current observations (an array of library _xp)
+
+    def _array(self, x: Any, dtype: Any = None) -> Any:
+        """A new array of the env's per-step library holding ``x``, on its device."""
+        return arrays.asarray(x, self._xp, dtype, self.device)
+
+    @property
+    def arm_target(self) -> torch.Tensor:
+        """(N, 6) current joint-position targets of the arm, rad."""
+        return arrays.to_torch(self._target)[:, :6]
+
+    @property
+    def grip_target(self) -> torch.Tensor:
+        """(N,) current jaw-opening targets, m."""
+        return arrays.to_torch(self._target)[:, 6]
+
+    @property
+    def episode_step(self) -> torch.Tensor:
+        """(N,) control steps into each environment's episode (updated in place by ``step``)."""
+        return arrays.to_torch(self._step)
+
+    @property
+    def episode_return(self) -> torch.Tensor:
+        """(N,) float64 sum of each env's rewards in its episode so far (updated in place)."""
+        return arrays.to_torch(self._return)
 
     # -- reset -------------------------------------------------------------------------------
     def reset(self, seed: int | list[int] | None = None) -> torch.Tensor:
@@ -169,14 +200,14 @@ class PouringVecEnv:
         seeds = np.array([int(r.integers(2**31 - 1)) for r in self._rngs])
         self._reset_envs(ids, seeds)
         self._obs = self._observe()[0]  # its reward is dropped; this primes the reward memory
-        return self._obs
+        return arrays.to_torch(self._obs)
 
     def reset_to(self, episode_seeds: np.ndarray | list[int]) -> torch.Tensor:
         """Reset every environment to the episode with the given seed (replays a stored one)."""
         seeds = np.asarray(episode_seeds, dtype=np.int64).reshape(self.num_envs)
         self._reset_envs(np.arange(self.num_envs), seeds)
         self._obs = self._observe()[0]
-        return self._obs
+        return arrays.to_torch(self._obs)
 
     def sample_initial_qpos(self, episode_seed: int) -> np.ndarray:
         """The initial ``qpos`` of the episode with seed ``episode_seed`` (deterministic)."""
@@ -208,13 +239,13 @@ class PouringVecEnv:
         arm = qpos[:, self.idx.arm_qpos]
         ctrl = np.concatenate([arm, np.full((len(ids), 1), GRIPPER_STROKE)], axis=1)
         self.backend.set_state(ids, qpos, ctrl)
-        t = torch.as_tensor(ids, device=self.device)
-        self.arm_target[t] = torch.as_tensor(arm, dtype=torch.float64, device=self.device)
-        self.grip_target[t] = GRIPPER_STROKE
-        self.episode_step[t] = 0
+        t = self._array(ids)
+        self._target[t, :6] = self._array(arm, self._xp.float64)
+        self._target[t, 6] = GRIPPER_STROKE
+        self._step[t] = 0
         self.episode_seed[ids] = seeds
-        self._episode_seed_t[t] = torch.as_tensor(seeds, device=self.device)
-        self.episode_return[t] = 0.0
+        self._seed[t] = self._array(seeds)
+        self._return[t] = 0.0
 
     # -- step --------------------------------------------------------------------------------
     def step(
@@ -227,95 +258,130 @@ class PouringVecEnv:
         """
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
-        a = torch.as_tensor(actions).detach().to(self.device, torch.float64)
-        if a.shape != (self.num_envs, self.action_dim):
+        xp = self._xp
+        a = self._array(actions, xp.float64)
+        if tuple(a.shape) != (self.num_envs, self.action_dim):
             raise ValueError(
                 f"actions must have shape ({self.num_envs}, {self.action_dim}), "
                 f"got {tuple(a.shape)}"
             )
-        a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).clamp(-1.0, 1.0)
-        q = self.backend.kinematics().qpos[:, self.idx.arm_qpos].to(torch.float64)
-        target = self.arm_target + a[:, :6] * self.cfg.arm_step
-        target = torch.clamp(target, q - 0.2, q + 0.2)
-        self.arm_target = torch.clamp(target, self.arm_lo, self.arm_hi)
-        grip = self.grip_target + a[:, 6] * self.cfg.gripper_step
-        self.grip_target = grip.clamp(0.0, GRIPPER_STROKE)
-        ctrl = torch.cat([self.arm_target, self.grip_target[:, None]], dim=1)
-        self.backend.step(ctrl, self.cfg.control_substeps)
-        self.episode_step += 1
+        a = xp.where(xp.isfinite(a), a, 0.0).clip(-1.0, 1.0)  # NaN and +-inf count as 0
+        qpos = arrays.view(self.backend.kinematics().qpos, xp)
+        q = arrays.astype(qpos[:, self._arm_qpos], xp.float64)
+        # arm: target + a * arm_step, within 0.2 rad of the joint angle and inside its range;
+        # jaws: target + a * gripper_step, inside [0, GRIPPER_STROKE]
+        target = self._target + a * self._action_scale
+        target[:, :6] = target[:, :6].clip(q - 0.2, q + 0.2)
+        self._target = target.clip(self._target_lo, self._target_hi)
+        self.backend.step(arrays.to_torch(self._target), self.cfg.control_substeps)
+        self._step += 1
         self.stats["env_steps"] += self.num_envs
 
-        obs, reward, terminated, info = self._observe()
-        truncated = (self.episode_step >= self.cfg.max_episode_steps) & ~terminated
-        self.episode_return += reward.to(torch.float64)
-        info["episode_step"] = self.episode_step.clone()
-        info["episode_seed"] = self._episode_seed_t.clone()
+        obs, reward, terminated, truncated, info = self._observe()
+        self._return += reward
+        info["episode_step"] = arrays.copy(self._step)
+        info["episode_seed"] = arrays.copy(self._seed)
         done = terminated | truncated
         if bool(done.any()):  # a host sync every step (mujoco_warp adds its overflow check)
-            ids_t = done.nonzero().flatten()
-            ids = ids_t.cpu().numpy()
+            ids_x = xp.where(done)[0]
+            ids = np.asarray(arrays.to_torch(ids_x).cpu())
             self.stats["episodes"] += len(ids)
-            self.stats["successes"] += int(info["success"][ids_t].sum())
-            self.stats["unstable"] += int(info["unstable"][ids_t].sum())
-            info["final_obs"] = obs.clone()
-            info["episode_return"] = self.episode_return.to(torch.float32)
+            self.stats["successes"] += int(info["success"][ids_x].sum())
+            self.stats["unstable"] += int(info["unstable"][ids_x].sum())
+            info["final_obs"] = arrays.copy(obs)
+            info["episode_return"] = arrays.astype(self._return, xp.float32)
             if self.autoreset:
                 seeds = np.array([int(self._rngs[i].integers(2**31 - 1)) for i in ids])
                 self._reset_envs(ids, seeds)
-                obs[ids_t] = self._observe()[0][ids_t]  # (final_obs is a copy)
+                obs[ids_x] = self._observe()[0][ids_x]  # (final_obs is a copy)
         self._obs = obs
-        return obs, reward, terminated, truncated, info
+        out = (obs, reward, terminated, truncated)
+        return (
+            *(arrays.to_torch(x) for x in out),
+            {k: arrays.to_torch(v) for k, v in info.items()},
+        )  # type: ignore[return-value]
 
     # -- task --------------------------------------------------------------------------------
-    def _task_state(self) -> tuple[task.TaskState, torch.Tensor]:
-        k = self.backend.kinematics()
+    def _gather_indices(self) -> None:
+        """Indices of what the task reads from ``Kinematics``, and where each ``TaskState``
+        field lies in the row ``_task_state`` gathers per env."""
         ix = self.idx
-        qvel_ok = k.qvel.abs().amax(1) <= self.cfg.max_joint_speed  # NaN compares False
-        unstable = ~qvel_ok | ~torch.isfinite(k.qpos).all(1) | self.backend.diverged
-        # keep the arithmetic below finite (identity on finite values, so no branch and no
-        # host sync); an unstable episode ends as a failure
-        clean = dataclasses.replace(
-            k,
-            **{
-                f.name: torch.nan_to_num(getattr(k, f.name), nan=0.0, posinf=0.0, neginf=0.0)
-                for f in dataclasses.fields(k)
-            },
-        )
-        # the task runs in float64 whatever the backend's precision (MuJoCo Warp: float32)
-        dev, f64 = self.device, torch.float64
-        qpos, qvel, xmat = (
-            clean.qpos.to(dev, f64),
-            clean.qvel.to(dev, f64),
-            clean.xmat.to(dev, f64),
-        )
-        site, xquat = clean.site_xpos.to(dev, f64), clean.xquat.to(dev, f64)
         b, c = ix.bottle_qpos, ix.cup_qpos
-        s = task.TaskState(
-            arm_q=qpos[:, ix.arm_qpos],
-            arm_qd=qvel[:, ix.arm_dof],
-            opening=qpos[:, ix.finger_qpos].sum(1),
-            tcp_pos=site[:, ix.tcp_site],
-            tcp_quat=xquat[:, self._tool_body],
-            bottle_pos=qpos[:, b : b + 3],
-            bottle_quat=qpos[:, b + 3 : b + 7],
-            cup_pos=qpos[:, c : c + 3],
-            cup_quat=qpos[:, c + 3 : c + 7],
-            bottle_rot=xmat[:, ix.bottle_body],
-            cup_rot=xmat[:, ix.cup_body],
-            bottle_grasp=site[:, ix.bottle_grasp_site],
-            bottle_mouth=site[:, ix.bottle_mouth_site],
-            cup_rim=site[:, ix.cup_rim_site],
-            liquid=qpos[:, ix.liquid_qpos] + self._liquid_body0,
-        )
-        return s, unstable.to(dev)
+        cols = [ix.arm_qpos, ix.finger_qpos, np.arange(b, b + 7), np.arange(c, c + 7)]
+        cols.append(ix.liquid_qpos.ravel())  # (x, y, z) of each sphere
+        self._qpos_cols = self._array(np.concatenate(cols))
+        self._arm_qpos = self._array(ix.arm_qpos)
+        self._arm_dof = self._array(ix.arm_dof)
+        self._vessel_bodies = self._array([ix.bottle_body, ix.cup_body])
+        sites = [ix.tcp_site, ix.bottle_grasp_site, ix.bottle_mouth_site, ix.cup_rim_site]
+        self._task_sites = self._array(sites)
+        layout = {  # field: width, in the order of the gathered row
+            "arm_q": 6, "fingers": 2, "bottle_pos": 3, "bottle_quat": 4, "cup_pos": 3,
+            "cup_quat": 4, "liquid": ix.liquid_qpos.size,  # the qpos columns above
+            "arm_qd": 6, "tcp_quat": 4, "bottle_rot": 9, "cup_rot": 9,
+            "tcp_pos": 3, "bottle_grasp": 3, "bottle_mouth": 3, "cup_rim": 3,
+        }  # fmt: skip
+        self._fields, end = {}, 0
+        for name, width in layout.items():
+            self._fields[name] = slice(end, end + width)
+            end += width
 
-    def _observe(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """Observation, reward, termination and info of every env's current state.
+    def _task_state(self) -> tuple[task.TaskState, Any]:
+        """The task's view of the current state (float64, non-finite values zeroed) and which
+        envs are unstable. What the task reads is gathered into one (N, K) row per env by a
+        few index operations, then sliced into the ``TaskState`` fields."""
+        k = self.backend.kinematics()
+        xp, n = self._xp, self.num_envs
+        qpos, qvel, xquat, xmat, site_xpos = (
+            arrays.view(t, xp) for t in (k.qpos, k.qvel, k.xquat, k.xmat, k.site_xpos)
+        )
+        qvel_ok = xp.amax(xp.abs(qvel), axis=1) <= self.cfg.max_joint_speed  # NaN: False
+        finite = xp.isfinite(qpos).all(axis=1)
+        unstable = ~(qvel_ok & finite) | arrays.view(self.backend.diverged, xp)
+        row = xp.concat(
+            (
+                qpos[:, self._qpos_cols],
+                qvel[:, self._arm_dof],
+                xquat[:, self._tool_body],
+                xmat[:, self._vessel_bodies].reshape(n, 18),
+                site_xpos[:, self._task_sites].reshape(n, 12),
+            ),
+            axis=1,
+        )
+        # The task runs in float64 whatever the backend's precision (MuJoCo Warp: float32).
+        # Non-finite values are zeroed to keep the arithmetic finite (identity on finite
+        # values, so no branch and no host sync); an unstable episode ends as a failure.
+        row = arrays.astype(row, xp.float64)
+        row = xp.where(xp.isfinite(row), row, 0.0)
+        f = {name: row[:, cols] for name, cols in self._fields.items()}
+        s = task.TaskState(
+            arm_q=f["arm_q"],
+            arm_qd=f["arm_qd"],
+            opening=f["fingers"].sum(axis=1),
+            tcp_pos=f["tcp_pos"],
+            tcp_quat=f["tcp_quat"],
+            bottle_pos=f["bottle_pos"],
+            bottle_quat=f["bottle_quat"],
+            cup_pos=f["cup_pos"],
+            cup_quat=f["cup_quat"],
+            bottle_rot=f["bottle_rot"].reshape(n, 3, 3),
+            cup_rot=f["cup_rot"].reshape(n, 3, 3),
+            bottle_grasp=f["bottle_grasp"],
+            bottle_mouth=f["bottle_mouth"],
+            cup_rim=f["cup_rim"],
+            liquid=f["liquid"].reshape(n, -1, 3) + self._liquid_body0,
+        )
+        return s, unstable
+
+    def _observe(self) -> tuple[Any, Any, Any, Any, dict]:
+        """Observation, reward, termination, truncation and info of every env's current state,
+        as arrays of the env's per-step library (``step`` hands them out as tensors).
 
         Rewards are relative to the previous observation (``sparse``: the in-cup fraction
         gained; ``shaped``: the potential gained), so this also moves that reward memory to the
         current state: call it exactly once per new state, after a step or a reset.
         """
+        xp = self._xp
         s, unstable = self._task_state()
         liq = task.liquid_state(s)
         prog = task.progress(s)
@@ -325,31 +391,33 @@ class PouringVecEnv:
         elif self.cfg.reward == "shaped":
             potential, _ = task.dense_reward(s, liq, prog)
             reward = potential - self._prev_potential
-            self._prev_potential = potential.clone()
+            self._prev_potential = potential
         else:
             reward = task.sparse_reward(liq, self._prev_in_cup)
-        self._prev_in_cup = liq.in_cup.clone()
-        ok = prog.cup_upright & ~prog.bottle_dropped & ~unstable
+        self._prev_in_cup = liq.in_cup
+        ok = prog.cup_upright & ~prog.bottle_dropped & ~unstable  # not failed
         poured = liq.in_cup >= self.cfg.success_threshold
         # Success ends an episode once the bottle is back upright; at the time limit it only
-        # needs the liquid in an upright cup with the bottle not dropped.
+        # needs the liquid in an upright cup with the bottle not dropped. Failure (cup tipped,
+        # bottle dropped, unstable physics) ends it too.
         done_success = poured & ok & prog.bottle_upright
-        failed = ~prog.cup_upright | prog.bottle_dropped | unstable
-        terminated = done_success | failed
-        at_limit = self.episode_step >= self.cfg.max_episode_steps
+        terminated = done_success | ~ok
+        at_limit = self._step >= self.cfg.max_episode_steps
         success = done_success | (at_limit & poured & ok)
-        reward = torch.where(unstable, torch.zeros_like(reward), reward).to(torch.float32)
+        truncated = at_limit & ~terminated
+        reward = arrays.astype(xp.where(unstable, 0.0, reward), xp.float32)
+        fractions = arrays.astype(xp.stack((liq.in_cup, liq.spilled, liq.in_bottle)), xp.float32)
         info = {
-            "poured_fraction": liq.in_cup.float(),
-            "spilled_fraction": liq.spilled.float(),
-            "in_bottle_fraction": liq.in_bottle.float(),
+            "poured_fraction": fractions[0],
+            "spilled_fraction": fractions[1],
+            "in_bottle_fraction": fractions[2],
             "success": success,
             "unstable": unstable,
             "grasped": prog.grasped,
             "cup_upright": prog.cup_upright,
             "bottle_dropped": prog.bottle_dropped,
         }
-        return obs, reward, terminated, info
+        return obs, reward, terminated, truncated, info
 
     # -- state (exact resume of a training run) ---------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -367,11 +435,11 @@ class PouringVecEnv:
             "episode_step": self.episode_step.cpu().clone(),
             "episode_seed": torch.from_numpy(self.episode_seed.copy()),
             "episode_return": self.episode_return.cpu().clone(),
-            "prev_in_cup": self._prev_in_cup.cpu().clone(),
-            "prev_potential": self._prev_potential.cpu().clone(),
+            "prev_in_cup": arrays.to_torch(self._prev_in_cup).cpu().clone(),
+            "prev_potential": arrays.to_torch(self._prev_potential).cpu().clone(),
             "rngs": [r.bit_generator.state for r in self._rngs],
             "stats": dict(self.stats),
-            "obs": self._obs.cpu().clone(),
+            "obs": arrays.to_torch(self._obs).cpu().clone(),
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -380,22 +448,22 @@ class PouringVecEnv:
                 f"env state is for {sd['num_envs']} environments, this env has {self.num_envs}"
             )
         self.backend.load_state_dict(sd["physics"])
-        dev = self.device
-        self.arm_target = sd["arm_target"].to(dev, torch.float64).clone()
-        self.grip_target = sd["grip_target"].to(dev, torch.float64).clone()
-        self.episode_step = sd["episode_step"].to(dev, torch.long).clone()
+        xp = self._xp
+        target = torch.cat((sd["arm_target"], sd["grip_target"][:, None]), 1)
+        self._target = self._array(target, xp.float64)
+        self._step = self._array(sd["episode_step"], xp.int64)
         self.episode_seed = sd["episode_seed"].numpy().astype(np.int64)
-        self._episode_seed_t = torch.as_tensor(self.episode_seed, device=dev)
-        self.episode_return = sd["episode_return"].to(dev, torch.float64).clone()
-        self._prev_in_cup = sd["prev_in_cup"].to(self.device).clone()
-        self._prev_potential = sd["prev_potential"].to(self.device).clone()
+        self._seed = self._array(self.episode_seed, xp.int64)
+        self._return = self._array(sd["episode_return"], xp.float64)
+        self._prev_in_cup = self._array(sd["prev_in_cup"], xp.float64)
+        self._prev_potential = self._array(sd["prev_potential"], xp.float64)
         self._rngs = []
         for st in sd["rngs"]:
             rng = np.random.default_rng()
             rng.bit_generator.state = st
             self._rngs.append(rng)
         self.stats = dict(sd["stats"])
-        self._obs = sd["obs"].to(self.device).clone()
+        self._obs = self._array(sd["obs"], xp.float32)
 
     # -- access for experts and renderers ----------------------------------------------------
     def mj_data(self, i: int) -> mujoco.MjData:

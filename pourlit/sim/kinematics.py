@@ -11,7 +11,8 @@ import torch
 @dataclass
 class Kinematics:
     """Tensors a task reads after a step, leading dim N (environments), on the backend's device
-    (float64 on the CPU backend, float32 on MuJoCo Warp)."""
+    (float64 on the CPU backend, float32 on MuJoCo Warp). Valid until the backend's next step or
+    reset: the CPU backend's share its buffers, which those overwrite."""
 
     qpos: torch.Tensor  # (N, nq)
     qvel: torch.Tensor  # (N, nv)
