@@ -369,7 +369,13 @@ def main() -> None:
     same: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.baseline:
-            base = StepRunner(load_baseline(args.baseline, tmp), batches, step_dm, args)
+            try:
+                base_cls = load_baseline(args.baseline, tmp)
+            except subprocess.CalledProcessError as e:
+                err = e.stderr.decode(errors="replace").strip() if e.stderr else str(e)
+                print(f"bench_skills: --baseline {args.baseline}: {err}", file=sys.stderr)
+                sys.exit(2)
+            base = StepRunner(base_cls, batches, step_dm, args)
             base.model.load_state_dict(runners["new"].model.state_dict())
             runners["baseline"] = base
             new_g = runners["new"].grads(batches[0], args.seed)
