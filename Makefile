@@ -52,8 +52,11 @@ BENCH_ARGS ?=
 bench: setup
 	$(PY) benchmarks/bench_sim.py $(BENCH_ARGS)
 
+# Skill training step vs the commit before the 2026-12-03 speed-up (SKILLS_BASELINE) at the
+# issue's sizes (hidden 128), and Lightning fit vs a bare loop; more: BENCH_ARGS="--spirl-ref DIR".
+SKILLS_BASELINE ?= 37361a0
 bench-skills: setup
-	$(PY) benchmarks/bench_skills.py --data-dir data/pouring
+	$(PY) benchmarks/bench_skills.py --data-dir data/pouring --hidden 128 --baseline $(SKILLS_BASELINE) $(BENCH_ARGS)
 
 # MuJoCo Warp env steps/s vs number of envs (1 ... 8192 on a GPU; a small sweep on CPU-only).
 bench-gpu: setup

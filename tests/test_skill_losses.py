@@ -102,6 +102,40 @@ def test_encoder_reads_last_real_step_and_forget_bias_is_one():
     assert torch.allclose(full.mu, short.mu, atol=1e-6)  # padding after step 3 is ignored
 
 
+def _encoder_step_by_step(enc, actions, states, mask):
+    """The encoder's equations written out: embed, nn.LSTMCell once per step, head at the
+    last real step (what SkillEncoder computed before it ran the window in one kernel)."""
+    x = actions if states is None else torch.cat([actions, states], dim=-1)
+    e = enc.embed(x)
+    hx = cx = e.new_zeros(e.shape[0], enc.cell.hidden_size)
+    outs = []
+    for t in range(e.shape[1]):
+        hx, cx = enc.cell(e[:, t], (hx, cx))
+        outs.append(hx)
+    last = (mask.sum(dim=1).long() - 1).clamp(min=0)
+    return enc.head(torch.stack(outs, dim=1)[torch.arange(e.shape[0]), last])
+
+
+@pytest.mark.parametrize("state_dim", [5, 0])
+@pytest.mark.parametrize("train", [True, False])
+def test_encoder_matches_lstm_cell_equations_and_gradients(state_dim, train):
+    torch.manual_seed(0)
+    enc = SkillEncoder(state_dim=state_dim, action_dim=3, n_z=4, hidden=16).train(train)
+    a = torch.randn(9, 6, 3)
+    s = torch.randn(9, 6, state_dim) if state_dim else None
+    mask = torch.ones(9, 6)
+    mask[2, 4:] = 0
+    mask[5, 1:] = 0
+    q = enc(a, s, mask)
+    got = torch.cat([q.mu, q.log_sigma], dim=-1)
+    grads = torch.autograd.grad(got.square().sum(), list(enc.parameters()))
+    want = _encoder_step_by_step(enc, a, s, mask)
+    want_grads = torch.autograd.grad(want.square().sum(), list(enc.parameters()))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for g, w in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("variant", ["closed_loop", "open_loop"])
 def test_module_forward_shapes_and_gradients(variant):
     torch.manual_seed(0)
