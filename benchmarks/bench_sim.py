@@ -26,21 +26,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import mujoco
 import numpy as np
 import torch
+from baseline import import_at_revision  # benchmarks/baseline.py (run as a script)
 
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 
@@ -100,29 +97,8 @@ def env_rate(env: PouringVecEnv, steps: int, seed: int) -> float:
 
 def load_baseline(ref: str, into: str) -> tuple[Any, Any]:
     """(EnvConfig, PouringVecEnv) of the ``pourlit`` package at git revision ``ref``, imported
-    from ``into`` beside the working tree's: its modules are loaded with the working tree's
-    ``pourlit`` modules set aside, then both are put back as they were (the baseline's
-    functions keep their own module globals, so each env runs its own code)."""
-    repo = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", ref, "pourlit"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
-
-    def ours(name: str) -> bool:
-        return name == "pourlit" or name.startswith("pourlit.")
-
-    current = {k: v for k, v in sys.modules.items() if ours(k)}
-    for k in current:
-        del sys.modules[k]
-    sys.path.insert(0, into)
-    try:
-        mod = importlib.import_module("pourlit.sim.env")
-    finally:
-        sys.path.remove(into)
-        for k in [k for k in sys.modules if ours(k)]:
-            del sys.modules[k]
-        sys.modules.update(current)
+    from ``into`` beside the working tree's (``baseline.import_at_revision``)."""
+    mod = import_at_revision(ref, "pourlit.sim.env", into)
     return mod.EnvConfig, mod.PouringVecEnv
 
 

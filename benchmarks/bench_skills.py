@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
 import logging
 import os
@@ -63,6 +62,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from baseline import import_at_revision  # benchmarks/baseline.py (run as a script)
 
 from pourlit.data.datamodule import RolloutDataModule
 from pourlit.data.rollout import list_rollouts
@@ -198,30 +198,9 @@ def bare_run(dm: RolloutDataModule, args: argparse.Namespace, seed: int) -> tupl
 
 
 def load_baseline(ref: str, into: str) -> type:
-    """SkillPriorModule of the ``pourlit`` package at git revision ``ref``, imported from
-    ``into`` beside the working tree's: its modules are loaded with the working tree's
-    ``pourlit`` modules set aside, then both are put back as they were (the baseline's
-    functions keep their own module globals, so each module runs its own code)."""
-    repo = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", ref, "pourlit"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
-
-    def ours(name: str) -> bool:
-        return name == "pourlit" or name.startswith("pourlit.")
-
-    current = {k: v for k, v in sys.modules.items() if ours(k)}
-    for k in current:
-        del sys.modules[k]
-    sys.path.insert(0, into)
-    try:
-        mod = importlib.import_module("pourlit.skills.module")
-    finally:
-        sys.path.remove(into)
-        for k in [k for k in sys.modules if ours(k)]:
-            del sys.modules[k]
-        sys.modules.update(current)
+    """SkillPriorModule of the ``pourlit`` package at git revision ``ref``, imported
+    from ``into`` beside the working tree's (``baseline.import_at_revision``)."""
+    mod = import_at_revision(ref, "pourlit.skills.module", into)
     return mod.SkillPriorModule
 
 
