@@ -150,12 +150,20 @@ class ScriptedPourExpert:
         """Start a new plan for ``env_ids`` (all when None) from their current episode seed."""
         ids = range(self.env.num_envs) if env_ids is None else env_ids
         for i in ids:
-            rng = np.random.default_rng([self.seed, int(self.env.episode_seed[i])])
-            self.rngs[i] = rng
-            plan = _Plan(ExpertParams.sample(rng))
+            plan = self._new_plan(i)
             self.plans[i] = plan
-            d = self.env.mj_data(i)
-            self._enter(i, plan, d, first=True)
+            self._enter(i, plan, self.env.mj_data(i), first=True)
+
+    def _new_plan(self, i: int) -> _Plan:
+        """A plan with env ``i``'s episode parameters, drawn (with its noise generator) from
+        (expert seed, episode seed)."""
+        self.rngs[i] = np.random.default_rng([self.seed, int(self.env.episode_seed[i])])
+        return _Plan(ExpertParams.sample(self.rngs[i]))
+
+    def release(self, env_ids: np.ndarray | list[int]) -> None:
+        """Drop the plans of ``env_ids`` (another policy acts there until a take_over)."""
+        for i in env_ids:
+            self.plans[i] = None
 
     def take_over(self, env_ids: np.ndarray | list[int]) -> None:
         """Start plans for ``env_ids`` mid-episode, from whatever state another policy left
@@ -167,9 +175,7 @@ class ScriptedPourExpert:
         point (tilt), then held and untilted."""
         ix = self.env.idx
         for i in env_ids:
-            rng = np.random.default_rng([self.seed, int(self.env.episode_seed[i])])
-            self.rngs[i] = rng
-            plan = _Plan(ExpertParams.sample(rng))
+            plan = self._new_plan(i)
             d = self.env.mj_data(i)
             u = d.site_xmat[ix.tcp_site].reshape(3, 3)[:, 2].copy()  # approach axis
             u[2] = 0.0

@@ -58,8 +58,7 @@ class Handover:
     def begin(self, env_ids: np.ndarray | list[int] | None = None) -> None:
         ids = np.arange(self.env.num_envs) if env_ids is None else np.asarray(env_ids)
         self.learner.begin(ids)
-        for i in ids:
-            self.expert.plans[i] = None
+        self.expert.release(ids)
         self.expert_from[ids] = -1
         self.due[ids] = -1
 
