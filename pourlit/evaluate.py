@@ -17,7 +17,7 @@ import torch
 
 from pourlit.checkpoints import checkpoint_kind
 from pourlit.rl.acting import AgentPolicy, PriorPolicy
-from pourlit.rl.spaces import env_config
+from pourlit.rl.spaces import make_env
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 from pourlit.sim.episodes import run_episodes
 
@@ -105,7 +105,7 @@ def evaluate(
         call, begin = pol, pol.begin
     elif kind == "rl":
         hl = load_rl_policy(ckpt, num_envs, "mean" if mode == "mean" else "sampled", seed)
-        env = PouringVecEnv(env_config(hl.module.space, hl.module.hparams.env, num_envs))
+        env = make_env(hl.module.space, hl.module.hparams.env, num_envs, str(ckpt))
         call, begin = hl, hl.begin
     else:
         prior: Any = (
@@ -129,7 +129,9 @@ def evaluate(
     finally:
         env.close()
     names = {"expert": "expert", "rl": "hierarchical_sac", "action_prior": "behaviour_cloning"}
-    if kind == "rl" and hl.module.hparams.skill_ckpt is None:
+    if kind == "rl" and hl.module.hparams.get("base_ckpt") is not None:
+        names["rl"] = "residual_sac"
+    elif kind == "rl" and hl.module.hparams.skill_ckpt is None:
         names["rl"] = "flat_sac"
     result["policy"] = names.get(kind, "skill_prior")
     if kind == "rl":

@@ -267,12 +267,13 @@ def _params(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("variant", ["skills", "flat", "selection", "returns"])
+@pytest.mark.parametrize("variant", ["skills", "flat", "selection", "returns", "residual"])
 def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> None:
     """N updates + checkpoint + resume + N updates == 2N uninterrupted updates, bit for bit:
     networks, optimisers, log_alpha, replay buffer, counters, env and running skills; also with
-    skill selection by Q, a critic warmup that ends mid-run and the prior-matched squash."""
-    flat = variant == "flat"
+    skill selection by Q, a critic warmup that ends mid-run and the prior-matched squash; and
+    for a residual agent, whose env carries a base agent's clock and skills."""
+    flat = variant in ("flat", "residual")
     kw = dict(env={"max_episode_steps": 25}, warmup_transitions=12, batch_size=8)
     if variant in ("selection", "returns"):
         kw |= dict(q_select=2, critic_warmup_updates=6, squash="prior")
@@ -281,6 +282,8 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
     if flat:  # plain SAC: no checkpoint, env from the defaults
         kw |= dict(skill_ckpt=None, prior="none", prior_init=False, critic_hidden=32)
         kw["env"] = {"max_episode_steps": 8}  # one transition per env step: shorter episodes
+    if variant == "residual":
+        kw |= dict(base_ckpt=str(ROOT / "checkpoints/rl/default.ckpt"), critic_warmup_updates=6)
 
     def run(max_steps: int, ckpt: Path | None = None) -> tuple[SACModule, L.Trainer]:
         torch.manual_seed(0)

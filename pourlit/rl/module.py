@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import math
 from typing import Any
 
 import lightning as L
@@ -50,6 +51,7 @@ from pourlit.rl.acting import AgentPolicy
 from pourlit.rl.buffer import ReplayBuffer
 from pourlit.rl.loaders import update_loader, validation_loader
 from pourlit.rl.policies import TwinCritic, initial_policy
+from pourlit.rl.residual import ResidualSpace, residual_policy
 from pourlit.rl.returns import MC_KEY, VALUE_TARGETS, mc_critic_target
 from pourlit.rl.rollout import SkillRolloutCallback
 from pourlit.rl.sac import (
@@ -66,7 +68,7 @@ from pourlit.rl.select import best_by_q, squashed_samples
 from pourlit.rl.spaces import make_env, space_from_checkpoints
 from pourlit.skills.nets import DiagGaussian, unit_gaussian_like
 
-PRIORS = ("learned", "unit", "none")
+PRIORS = ("learned", "unit", "none", "zero")
 EVAL_MODES = ("sampled", "mean")
 SQUASHES = ("tanh", "prior")
 
@@ -89,7 +91,9 @@ class SACModule(L.LightningModule):
         env: ``EnvConfig`` overrides applied on top of the checkpoint's ``env_config``.
         prior: the regulariser. ``learned``: KL to the checkpoint's prior q_hat (SPiRL, flat
             prior); ``unit``: KL to the fixed N(0, I) (SSP); ``none``: plain SAC's entropy
-            bonus with target entropy ``target_entropy`` (SAC, BC+SAC).
+            bonus with target entropy ``target_entropy`` (SAC, BC+SAC); ``zero`` (residual RL
+            only): KL to the zero residual's N(0, 0.3^2), the fresh residual policy, so the
+            residual stays near 0 where the critic knows its value.
         prior_init: start the policy as a copy of the checkpoint's prior network (SPiRL's PI
             initialisation; for the flat action prior this is the BC policy).
         analytic_divergence: analytic KL, else Monte Carlo with 10 samples.
@@ -98,6 +102,9 @@ class SACModule(L.LightningModule):
         gamma: discount per agent transition (per skill for skills).
         tau: Polyak rate of the target critics.
         lr: Adam learning rate of policy, critics and temperature.
+        policy_lr: the policy's own learning rate (None: ``lr``). Adam moves every weight by
+            about the learning rate per update whatever the gradient's size, so a policy that
+            follows a weak, noisy value gradient (a residual's) drifts at ``lr`` per update.
         batch_size: replay batch per update.
         replay_capacity: agent transitions kept.
         warmup_transitions: transitions collected before any update, acting with the learned
@@ -148,8 +155,17 @@ class SACModule(L.LightningModule):
             actor-critic).
         critic_state_norm: the critics see states normalised with the prior's state
             statistics (SPiRL: raw states). Skills only.
+        base_ckpt: residual RL (``pourlit.rl.residual``): an RL checkpoint of this module whose
+            agent keeps acting, frozen; this module then learns flat residual actions r that
+            correct each of its env actions, a = clip(a_base + ``residual_scale`` * r, -1, 1),
+            from states concat(s, a_base). Plain SAC (``prior="none"``, ``prior_init=False``);
+            not with ``skill_ckpt`` / ``action_prior_ckpt``.
+        residual_scale: eps above: how far the residual can move each env action.
+        init_alpha: the temperature alpha before the first update (SPiRL: 1, log alpha 0). A
+            residual agent starts small (0.01): with alpha 1 the entropy bonus outweighs the
+            value of a correction and widens the residual's noise, which spoils the base's pours.
         ckpt_hparams: filled in by the module itself: the hyperparameters of the skill / action
-            prior checkpoint, so an RL checkpoint rebuilds its frozen networks (weights from
+            prior checkpoint (of the base RL checkpoint for residual RL), so an RL checkpoint rebuilds its frozen networks (weights from
             its own state dict) without the original file. Leave it None.
     """
 
@@ -167,6 +183,7 @@ class SACModule(L.LightningModule):
         gamma: float = 0.99,
         tau: float = 5e-3,
         lr: float = 3e-4,
+        policy_lr: float | None = None,
         batch_size: int = 256,
         replay_capacity: int = 100_000,
         warmup_transitions: int = 5000,
@@ -186,6 +203,9 @@ class SACModule(L.LightningModule):
         squash: str = "tanh",
         value_target: str = "td",
         critic_state_norm: bool = False,
+        base_ckpt: str | None = None,
+        residual_scale: float = 0.2,
+        init_alpha: float = 1.0,
         ckpt_hparams: dict | None = None,
     ) -> None:
         super().__init__()
@@ -193,6 +213,8 @@ class SACModule(L.LightningModule):
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         if num_envs < 1 or batch_size < 1 or updates_per_transition <= 0:
             raise ValueError("num_envs, batch_size and updates_per_transition must be positive")
+        if init_alpha <= 0:
+            raise ValueError(f"init_alpha must be > 0, got {init_alpha}")
         if q_select < 0 or critic_warmup_updates < 0:
             raise ValueError("q_select and critic_warmup_updates must be >= 0")
         if squash not in SQUASHES:
@@ -203,6 +225,16 @@ class SACModule(L.LightningModule):
             raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
         if skill_ckpt is not None and action_prior_ckpt is not None:
             raise ValueError("give skill_ckpt (skill space) or action_prior_ckpt (flat), not both")
+        if base_ckpt is not None and (
+            skill_ckpt or action_prior_ckpt or prior not in ("none", "zero") or prior_init
+        ):
+            raise ValueError(
+                "base_ckpt (residual RL) is SAC on flat residuals: no skill_ckpt or "
+                f"action_prior_ckpt, prior none or zero, prior_init false (got prior={prior!r}, "
+                f"prior_init={prior_init})"
+            )
+        if prior == "zero" and base_ckpt is None:
+            raise ValueError("prior='zero' (KL to the zero residual) needs base_ckpt")
         if skill_ckpt is None and action_scale not in (None, 1.0):
             raise ValueError(
                 f"flat actions are tanh(u) in [-1, 1]: action_scale must be 1, got {action_scale}"
@@ -213,19 +245,26 @@ class SACModule(L.LightningModule):
         # In a fresh contextvars context: LightningCLI instantiates this class inside a context
         # whose "given hyperparameters" the prior module's save_hyperparameters (run when its
         # checkpoint loads) would otherwise take as its own.
-        args = (skill_ckpt, action_prior_ckpt, ckpt_hparams, action_scale, ll_squash)
-        self.space, hp.ckpt_hparams = contextvars.Context().run(space_from_checkpoints, *args)
+        if base_ckpt is not None:
+            base = contextvars.Context().run(_base_agent, base_ckpt, ckpt_hparams)
+            self.space, hp.ckpt_hparams = ResidualSpace(base, residual_scale), dict(base.hparams)
+        else:
+            args = (skill_ckpt, action_prior_ckpt, ckpt_hparams, action_scale, ll_squash)
+            self.space, hp.ckpt_hparams = contextvars.Context().run(space_from_checkpoints, *args)
         sp = self.space
-        if sp.prior is None and (prior == "learned" or prior_init):
+        if sp.prior is None and (prior == "learned" or prior_init) and base_ckpt is None:
             raise ValueError(
                 f"prior={prior!r}, prior_init={prior_init}: needs a learned prior, but no "
                 "skill_ckpt or action_prior_ckpt is given (plain SAC: prior none, prior_init false)"
             )
-        self.policy = initial_policy(sp, prior_init, critic_hidden)
+        if base_ckpt is not None:  # starts as the base: zero residual
+            self.policy = residual_policy(sp, critic_hidden)
+        else:
+            self.policy = initial_policy(sp, prior_init, critic_hidden)
         norm = (sp.state_mean, sp.state_std) if critic_state_norm else None
         self.critic = TwinCritic(sp.state_dim, sp.latent_dim, critic_hidden, critic_layers, norm)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.zeros(()))
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
         self.replay = self._make_replay("cpu")
         self._gen = torch.Generator().manual_seed(seed)  # replay sampling
         self.env: Any = None  # PouringVecEnv, built in setup
@@ -264,7 +303,8 @@ class SACModule(L.LightningModule):
 
     def _make_env(self) -> Any:
         hp = self.hparams
-        return make_env(self.space, hp.env, int(hp.num_envs), hp.skill_ckpt or hp.action_prior_ckpt)
+        source = hp.skill_ckpt or hp.action_prior_ckpt or hp.base_ckpt
+        return make_env(self.space, hp.env, int(hp.num_envs), source)
 
     def on_fit_start(self) -> None:
         if self.replay.device != self.device:  # keep the replay buffer on the module's device
@@ -277,8 +317,9 @@ class SACModule(L.LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         lr = float(self.hparams.lr)
+        pi_lr = lr if self.hparams.policy_lr is None else float(self.hparams.policy_lr)
         return [
-            torch.optim.Adam(self.policy.parameters(), lr=lr),
+            torch.optim.Adam(self.policy.parameters(), lr=pi_lr),
             torch.optim.Adam(self.critic.parameters(), lr=lr),
             torch.optim.Adam([self.log_alpha], lr=lr),
         ]
@@ -479,7 +520,7 @@ class SACModule(L.LightningModule):
     def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
         """The divergence target for raw states (B, d_s): the learned prior, or N(0, I) for
         ``prior="unit"``."""
-        if self.hparams.prior == "learned":
+        if self.hparams.prior in ("learned", "zero"):
             return self.space.prior_dist(states)
         return unit_gaussian_like(states.new_zeros(states.shape[0], self.space.latent_dim))
 
@@ -582,6 +623,16 @@ class SACModule(L.LightningModule):
             if env is not None:
                 env.close()
                 setattr(self, name, None)
+
+
+def _base_agent(path: str, hparams: dict | None) -> SACModule:
+    """The frozen base agent of residual RL: rebuilt from ``hparams`` (a residual checkpoint
+    holds its weights) or loaded from the RL checkpoint ``path``."""
+    if hparams is not None:
+        return SACModule(**hparams)
+    from pourlit.skills.frozen import load_module
+
+    return load_module(SACModule, path, "RL")
 
 
 HierarchicalSACModule = SACModule

@@ -11,6 +11,8 @@ prior all run on one algorithm (docs/algorithm.md, section 2):
     prior                       the learned prior's BlockMLP (None: nothing learned)
     prior_dist(s)               the learned prior over the pre-tanh u
     low_level(s, z)             env actions in [-1, 1]
+    wrap_env(env)               the env the agent acts in (``pourlit.rl.residual``'s adds
+                                its base agent's action to the state; here the env itself)
 
 ``space_from_checkpoints`` builds the space a run's hyperparameters name; ``env_config`` and
 ``make_env`` build the environment the space's agent acts in.
@@ -64,6 +66,9 @@ class SkillSpace(nn.Module):
         a = torch.tanh(a) if self.ll_squash == "tanh" else a
         return a.clamp(-1.0, 1.0)
 
+    def wrap_env(self, env: PouringVecEnv) -> PouringVecEnv:
+        return env
+
 
 class FlatSpace(nn.Module):
     """Raw env actions a = tanh(u) in [-1, 1]^d_a, one per env step.
@@ -107,6 +112,9 @@ class FlatSpace(nn.Module):
 
     def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return z.clamp(-1.0, 1.0)
+
+    def wrap_env(self, env: PouringVecEnv) -> PouringVecEnv:
+        return env
 
 
 def space_from_checkpoints(
@@ -155,14 +163,12 @@ def env_config(space: SkillSpace | FlatSpace, overrides: dict | None, num_envs: 
     return EnvConfig.merged(dict(space.env_config or {}), overrides, num_envs=num_envs)
 
 
-def make_env(
-    space: SkillSpace | FlatSpace, overrides: dict | None, num_envs: int, source: str | None
-) -> PouringVecEnv:
-    """``PouringVecEnv(env_config(space, overrides, num_envs))``, refused (``ValueError``
+def make_env(space: Any, overrides: dict | None, num_envs: int, source: str | None) -> Any:
+    """``space.wrap_env(PouringVecEnv(env_config(space, overrides, num_envs)))``, refused (``ValueError``
     naming the checkpoint ``source``) when its observation or action size is not the space's."""
     from pourlit.sim.env import PouringVecEnv
 
-    env = PouringVecEnv(env_config(space, overrides, num_envs))
+    env = space.wrap_env(PouringVecEnv(env_config(space, overrides, num_envs)))
     if env.obs_dim != space.state_dim or env.action_dim != space.env_action_dim:
         env.close()
         raise ValueError(
