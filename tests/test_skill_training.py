@@ -879,3 +879,15 @@ def test_skipped_bad_files_are_counted_in_the_logs(data_dir: Path, tmp_path: Pat
     rows = read_metrics(Path(trainer.logger.log_dir) / "metrics.csv")
     logged = [float(r["data/skipped_files"]) for r in rows if r.get("data/skipped_files")]
     assert logged == [1.0]
+
+
+def test_lightning_hook_name_bypasses_module_setattr_only_for_itself() -> None:
+    """SkillPriorModule sets Lightning's per-hook ``_current_fx_name`` directly (no parameter /
+    buffer / submodule lookup); every other attribute still goes through nn.Module."""
+    m = SkillPriorModule(state_dim=5, action_dim=2, horizon=4, latent_dim=3, hidden=8)
+    m._current_fx_name = "training_step"
+    assert m._current_fx_name == "training_step" and "_current_fx_name" in m.__dict__
+    m.extra = torch.nn.Linear(2, 2)
+    assert "extra" in m._modules and "extra" not in m.__dict__
+    m.scale = torch.nn.Parameter(torch.ones(1))
+    assert "scale" in m._parameters
