@@ -158,14 +158,16 @@ class SACModule(L.LightningModule):
         base_ckpt: residual RL (``pourlit.rl.residual``): an RL checkpoint of this module whose
             agent keeps acting, frozen; this module then learns flat residual actions r that
             correct each of its env actions, a = clip(a_base + ``residual_scale`` * r, -1, 1),
-            from states concat(s, a_base). Plain SAC (``prior="none"``, ``prior_init=False``);
-            not with ``skill_ckpt`` / ``action_prior_ckpt``.
+            from states concat(s, a_base). ``prior`` ``none`` (plain SAC) or ``zero``,
+            ``prior_init=False``; not with ``skill_ckpt`` / ``action_prior_ckpt``.
         residual_scale: eps above: how far the residual can move each env action.
-        init_alpha: the temperature alpha before the first update (SPiRL: 1, log alpha 0). A
-            residual agent starts small (0.01): with alpha 1 the entropy bonus outweighs the
-            value of a correction and widens the residual's noise, which spoils the base's pours.
+        init_alpha: the temperature alpha before the first update (SPiRL: 1, log alpha 0).
+            For a plain-SAC residual (``prior="none"``) alpha 1 makes the entropy bonus
+            outweigh the value of a correction and widens the residual's noise (BENCHMARKS.md
+            tried 0.01).
         ckpt_hparams: filled in by the module itself: the hyperparameters of the skill / action
-            prior checkpoint (of the base RL checkpoint for residual RL), so an RL checkpoint rebuilds its frozen networks (weights from
+            prior checkpoint (for residual RL: of the base RL checkpoint), so an RL checkpoint
+            rebuilds its frozen networks (weights from
             its own state dict) without the original file. Leave it None.
     """
 

@@ -7,7 +7,8 @@ every env action it takes.
 residual under a skill decoder.) ``a_base`` is a frozen ``SACModule`` acting as it was
 trained (its skills every H steps, by default the best candidate by Q, decoded at every
 step); eps = ``residual_scale`` bounds how far the residual can move an action. The
-residual agent is plain SAC on flat actions, one per env step, whose state is the env's
+residual agent is SAC on flat actions (``SACModule`` with ``base_ckpt``), one per env step,
+regularised toward r = 0 (``prior="zero"``) or by plain SAC's entropy bonus, whose state is the env's
 state with the base's action appended, ``x_t = concat(s_t, a_base(s_t))``: ``ResidualEnv``
 hands out those states and ``ResidualSpace.low_level`` adds the correction. So the SAC
 module, its rollout callback, validation and ``pourlit evaluate`` run a residual agent
