@@ -66,6 +66,7 @@ from pourlit.rl.sac import (
 )
 from pourlit.rl.select import best_by_q, squashed_samples
 from pourlit.rl.spaces import make_env, space_from_checkpoints
+from pourlit.skills.frozen import load_module
 from pourlit.skills.nets import DiagGaussian, unit_gaussian_like
 
 PRIORS = ("learned", "unit", "none", "zero")
@@ -254,7 +255,7 @@ class SACModule(L.LightningModule):
             args = (skill_ckpt, action_prior_ckpt, ckpt_hparams, action_scale, ll_squash)
             self.space, hp.ckpt_hparams = contextvars.Context().run(space_from_checkpoints, *args)
         sp = self.space
-        if sp.prior is None and (prior == "learned" or prior_init) and base_ckpt is None:
+        if sp.prior is None and (prior == "learned" or prior_init):
             raise ValueError(
                 f"prior={prior!r}, prior_init={prior_init}: needs a learned prior, but no "
                 "skill_ckpt or action_prior_ckpt is given (plain SAC: prior none, prior_init false)"
@@ -632,8 +633,6 @@ def _base_agent(path: str, hparams: dict | None) -> SACModule:
     holds its weights) or loaded from the RL checkpoint ``path``."""
     if hparams is not None:
         return SACModule(**hparams)
-    from pourlit.skills.frozen import load_module
-
     return load_module(SACModule, path, "RL")
 
 
