@@ -267,18 +267,24 @@ def _params(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("variant", ["skills", "flat", "selection", "returns", "residual"])
+@pytest.mark.parametrize("variant", ["skills", "flat", "selection", "returns", "residual", "demos"])
 def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> None:
     """N updates + checkpoint + resume + N updates == 2N uninterrupted updates, bit for bit:
     networks, optimisers, log_alpha, replay buffer, counters, env and running skills; also with
-    skill selection by Q, a critic warmup that ends mid-run and the prior-matched squash; and
-    for a residual agent, whose env carries a base agent's clock and skills."""
+    skill selection by Q, a critic warmup that ends mid-run and the prior-matched squash; for
+    a residual agent, whose env carries a base agent's clock and skills; and with
+    demonstration transitions in every batch (read again from their folder on resume)."""
     flat = variant in ("flat", "residual")
     kw = dict(env={"max_episode_steps": 25}, warmup_transitions=12, batch_size=8)
     if variant in ("selection", "returns"):
         kw |= dict(q_select=2, critic_warmup_updates=6, squash="prior")
     if variant == "returns":  # episodes' Monte Carlo returns in the replay, running ones saved
         kw |= dict(value_target="max", critic_state_norm=True)
+    if variant == "demos":
+        from skill_fixtures import write_dataset
+
+        demos = write_dataset(tmp_path / "demos", episodes=3)
+        kw |= dict(value_target="mc", demo_dir=str(demos), demo_fraction=0.5)
     if flat:  # plain SAC: no checkpoint, env from the defaults
         kw |= dict(skill_ckpt=None, prior="none", prior_init=False, critic_hidden=32)
         kw["env"] = {"max_episode_steps": 8}  # one transition per env step: shorter episodes
@@ -439,3 +445,25 @@ def test_value_target_mc_fills_returns_and_checks_capacity(tmp_path: Path) -> No
     torch.testing.assert_close(mc[rows], discounted_returns(r[rows], 0.9))
     with pytest.raises(ValueError, match="replay_capacity must be >= 10"):
         _trainer(tmp_path, max_steps=1).fit(_small_module(value_target="max", replay_capacity=4))
+
+
+def test_fit_mixes_demonstrations_into_every_batch(tmp_path: Path) -> None:
+    """With ``demo_dir`` the demonstrations' HL transitions (``pourlit.rl.demos``) sit in a
+    buffer of their own, not the replay, and each update batch takes ``demo_fraction`` of its
+    rows from them, with their Monte Carlo returns known."""
+    from skill_fixtures import write_dataset
+
+    from pourlit.data.rollout import list_rollouts, read_episode
+    from pourlit.rl.returns import MC_KEY
+
+    demos = write_dataset(tmp_path / "demos", episodes=3)  # 30-60 steps each, H = 10
+    m = _small_module(value_target="mc", demo_dir=str(demos), demo_fraction=0.25)
+    _trainer(tmp_path, max_steps=3, limit_val_batches=0).fit(m)
+    windows = sum(-(-len(read_episode(p).states) // 10) for p in list_rollouts(demos))
+    assert m.updates == 3 and m.demos is not None and len(m.demos) == windows
+    assert len(m.replay) < 16 + 8  # the agent's own only
+    batch = m.sample_batch()
+    demo_obs = m.demos.data["obs"]
+    from_demos = [(demo_obs == row).all(dim=1).any().item() for row in batch["obs"]]
+    assert from_demos == [False] * 12 + [True] * 4
+    assert not torch.isnan(batch[MC_KEY][12:]).any()

@@ -49,6 +49,7 @@ from torchmetrics import MeanMetric
 
 from pourlit.rl.acting import AgentPolicy
 from pourlit.rl.buffer import ReplayBuffer
+from pourlit.rl.demos import demo_transitions
 from pourlit.rl.loaders import update_loader, validation_loader
 from pourlit.rl.policies import TwinCritic, initial_policy
 from pourlit.rl.residual import ResidualSpace, residual_policy
@@ -67,6 +68,7 @@ from pourlit.rl.sac import (
 from pourlit.rl.select import best_by_q, squashed_samples
 from pourlit.rl.spaces import make_env, space_from_checkpoints
 from pourlit.skills.frozen import load_module
+from pourlit.skills.module import SkillPriorModule
 from pourlit.skills.nets import DiagGaussian, unit_gaussian_like
 
 PRIORS = ("learned", "unit", "none", "zero")
@@ -162,6 +164,15 @@ class SACModule(L.LightningModule):
             from states concat(s, a_base). ``prior`` ``none`` (plain SAC) or ``zero``,
             ``prior_init=False``; not with ``skill_ckpt`` / ``action_prior_ckpt``.
         residual_scale: eps above: how far the residual can move each env action.
+        demo_dir: a folder of rollout files (the demonstrations): cut into HL transitions
+            (``pourlit.rl.demos``: the skill posterior's mean as z, the env's reward summed over
+            each window) that make up ``demo_fraction`` of every update batch (RLPD, Ball et al.
+            2023). Skills only (``skill_ckpt``). Read in ``fit``'s setup and not stored in the
+            checkpoint: a resumed run reads the same folder again. None = SPiRL.
+        demo_fraction: the share of each batch drawn from the demonstrations (RLPD: 0.5).
+        demo_labels: the demonstrations' actions the skill encoder reads to give each window's
+            z: ``actions`` (executed) or ``expert_actions`` (DART labels, for a prior trained
+            on them).
         init_alpha: the temperature alpha before the first update (SPiRL: 1, log alpha 0).
             For a plain-SAC residual (``prior="none"``) alpha 1 makes the entropy bonus
             outweigh the value of a correction and widens the residual's noise (BENCHMARKS.md
@@ -209,6 +220,9 @@ class SACModule(L.LightningModule):
         base_ckpt: str | None = None,
         residual_scale: float = 0.2,
         init_alpha: float = 1.0,
+        demo_dir: str | None = None,
+        demo_fraction: float = 0.5,
+        demo_labels: str = "actions",
         ckpt_hparams: dict | None = None,
     ) -> None:
         super().__init__()
@@ -236,6 +250,10 @@ class SACModule(L.LightningModule):
                 f"action_prior_ckpt, prior none or zero, prior_init false (got prior={prior!r}, "
                 f"prior_init={prior_init})"
             )
+        if demo_dir is not None and skill_ckpt is None:
+            raise ValueError("demo_dir (demonstration transitions) needs a skill_ckpt")
+        if not 0.0 < demo_fraction < 1.0:
+            raise ValueError(f"demo_fraction must be in (0, 1), got {demo_fraction}")
         if prior == "zero" and base_ckpt is None:
             raise ValueError("prior='zero' (KL to the zero residual) needs base_ckpt")
         if skill_ckpt is None and action_scale not in (None, 1.0):
@@ -269,6 +287,7 @@ class SACModule(L.LightningModule):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
         self.replay = self._make_replay("cpu")
+        self.demos: ReplayBuffer | None = None  # demo_dir's HL transitions, built in setup
         self._gen = torch.Generator().manual_seed(seed)  # replay sampling
         self.env: Any = None  # PouringVecEnv, built in setup
         self._eval_env: Any = None
@@ -281,14 +300,16 @@ class SACModule(L.LightningModule):
         self.env_restored = False  # on_load_checkpoint put the training env mid-episode
         self._env_snapshot: dict[str, Any] | None = None  # env state at teardown
 
-    def _make_replay(self, device: torch.device | str) -> ReplayBuffer:
-        """Room for ``replay_capacity`` HL transitions (``pourlit.rl.sac.HL_KEYS``)."""
+    def _make_replay(self, device: torch.device | str, capacity: int | None = None) -> ReplayBuffer:
+        """Room for ``capacity`` (default ``replay_capacity``) HL transitions
+        (``pourlit.rl.sac.HL_KEYS``)."""
         d_s, n_z = self.space.state_dim, self.space.latent_dim
         specs = {"obs": (d_s,), "z": (n_z,), "reward": (), "next_obs": (d_s,)}
         specs |= {"terminated": (), "truncated": ()}
         if self.hparams.value_target != "td":
             specs[MC_KEY] = ()  # G_t of the transition's episode, NaN until it ends
-        return ReplayBuffer(int(self.hparams.replay_capacity), specs, device)
+        size = int(self.hparams.replay_capacity) if capacity is None else capacity
+        return ReplayBuffer(size, specs, device)
 
     # -- 1. build ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -303,6 +324,22 @@ class SACModule(L.LightningModule):
                     f"every running episode: replay_capacity must be >= {running}, got "
                     f"{self.replay.capacity}"
                 )
+        if stage == "fit" and self.hparams.demo_dir is not None and self.demos is None:
+            self.demos = self._load_demos()
+
+    def _load_demos(self) -> ReplayBuffer:
+        """The HL transitions of ``demo_dir`` in a buffer of their own (``pourlit.rl.demos``)."""
+        hp = self.hparams
+        load = contextvars.Context().run
+        skills = load(load_module, SkillPriorModule, hp.skill_ckpt, "skill").eval()
+        reward = self.env.cfg.reward
+        scale = self.space.action_scale
+        rows = demo_transitions(hp.demo_dir, skills, reward, hp.gamma, scale, hp.demo_labels)
+        if hp.value_target == "td":
+            rows.pop(MC_KEY)
+        buf = self._make_replay(self.replay.device, len(rows["obs"]))
+        buf.add(rows)
+        return buf
 
     def _make_env(self) -> Any:
         hp = self.hparams
@@ -314,6 +351,10 @@ class SACModule(L.LightningModule):
             state = self.replay.state_dict()
             self.replay = self._make_replay(self.device)
             self.replay.load_state_dict(state)
+        if self.demos is not None and self.demos.device != self.device:
+            state = self.demos.state_dict()
+            self.demos = self._make_replay(self.device, self.demos.capacity)
+            self.demos.load_state_dict(state)
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [SkillRolloutCallback()]
@@ -454,7 +495,7 @@ class SACModule(L.LightningModule):
         hp = self.hparams
         scale = self.space.action_scale
         opt_pi, opt_q, opt_alpha = self.optimizers()
-        b = self.replay.sample(int(hp.batch_size), self._gen)
+        b = self.sample_batch()
         s, z, r = b["obs"], b["z"], b["reward"]  # (B, d_s), (B, n_z), (B,)
         s2, term = b["next_obs"], b["terminated"]
 
@@ -519,6 +560,17 @@ class SACModule(L.LightningModule):
         else:
             out["divergence"] = reg.detach().mean()
         return out
+
+    def sample_batch(self) -> dict[str, torch.Tensor]:
+        """``batch_size`` transitions: all from the replay buffer, or with ``demo_dir``
+        round(``demo_fraction`` * batch_size) of them from the demonstrations (drawn after the
+        agent's own, on the same generator)."""
+        n = int(self.hparams.batch_size)
+        if self.demos is None:
+            return self.replay.sample(n, self._gen)
+        k = int(round(float(self.hparams.demo_fraction) * n))
+        own, demo = self.replay.sample(n - k, self._gen), self.demos.sample(k, self._gen)
+        return {key: torch.cat([own[key], demo[key]]) for key in own}
 
     def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
         """The divergence target for raw states (B, d_s): the learned prior, or N(0, I) for
