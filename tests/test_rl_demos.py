@@ -106,5 +106,9 @@ def test_demo_errors_name_the_folder(tmp_path: Path) -> None:
         demo_transitions(tmp_path, skills, "dense", 0.99, 2.0, labels="expert_actions")
     with pytest.raises(ValueError, match="demo_dir .* needs a skill_ckpt"):
         SACModule(demo_dir=str(tmp_path), prior="none", prior_init=False)
+    with pytest.raises(ValueError, match="demo_labels must be one of"):
+        SACModule(skill_ckpt=str(SKILL_CKPT), demo_dir=str(tmp_path), demo_labels="intended")
+    with pytest.raises(ValueError, match="demo_labels must be one of"):
+        demo_transitions(tmp_path, skills, "dense", 0.99, 2.0, labels="intended")
     with pytest.raises(ValueError, match="demo_fraction must be in"):
         SACModule(skill_ckpt=str(SKILL_CKPT), demo_dir=str(tmp_path), demo_fraction=1.0)

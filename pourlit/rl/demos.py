@@ -37,6 +37,7 @@ from pourlit.data.rollout import list_rollouts, read_episode
 from pourlit.rl.returns import MC_KEY, discounted_returns
 from pourlit.sim.task import OBS_NAMES
 
+DEMO_LABELS = ("actions", "expert_actions")  # which recorded actions the encoder reads
 _GRASP_OFFSET = [OBS_NAMES.index(f"bottle_grasp_minus_tcp_{a}") for a in "xyz"]
 
 
@@ -78,7 +79,11 @@ def demo_transitions(
     tensors keyed like the replay buffer's (``obs``, ``z``, ``reward``, ``next_obs``,
     ``terminated``, ``truncated``, ``MC_KEY``), for the closed-loop skill module ``skills``
     (a ``SkillPriorModule``: its encoder, state normalisation and horizon H) and the env's
-    ``reward`` mode. ``gamma``: the HL discount of the returns."""
+    ``reward`` mode. ``gamma``: the HL discount of the returns. ``labels``: the actions the
+    encoder reads, ``actions`` (executed) or ``expert_actions`` (the expert's intended ones,
+    for a skill prior trained on DART labels)."""
+    if labels not in DEMO_LABELS:
+        raise ValueError(f"demo_labels must be one of {DEMO_LABELS}, got {labels!r}")
     files = list_rollouts(data_dir)
     if not files:
         raise ValueError(f"{data_dir}: no rollout files (demo_dir)")
