@@ -891,3 +891,31 @@ def test_lightning_hook_name_bypasses_module_setattr_only_for_itself() -> None:
     assert "extra" in m._modules and "extra" not in m.__dict__
     m.scale = torch.nn.Parameter(torch.ones(1))
     assert "scale" in m._parameters
+
+
+def test_prior_refit_changes_only_the_prior(cli_run: SimpleNamespace, tmp_path: Path) -> None:
+    """``train: prior`` with ``init_ckpt``: a trained skill model's prior network refit on
+    other demonstrations; encoder, decoder (BatchNorm statistics included) and the state
+    normalisation stay bit for bit those of the checkpoint (the new data's statistics differ),
+    the prior moves."""
+    other = write_dataset(tmp_path / "more", episodes=6, seed=5)
+    run = tmp_path / "refit"
+    model = {"init_ckpt": str(cli_run.ckpt), "train": "prior"}
+    cfg = write_config(tmp_path / "refit.yaml", cli_config(other, run, model=model))
+    assert main(["fit", "-c", str(cfg)]) == 0
+    old = torch.load(cli_run.ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    new = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    new = new["state_dict"]
+    assert old.keys() == new.keys()
+    for k in old:
+        if k.startswith("prior."):
+            continue
+        assert torch.equal(old[k], new[k]), k
+    moved = [k for k in old if k.startswith("prior.") and not torch.equal(old[k], new[k])]
+    assert "prior.0.weight" in moved
+    with pytest.raises(ValueError, match="give init_ckpt"):
+        SkillPriorModule(STATE_DIM, ACTION_DIM, train="prior")
+    with pytest.raises(ValueError, match="train must be 'all' or 'prior'"):
+        SkillPriorModule(STATE_DIM, ACTION_DIM, train="decoder")
+    with pytest.raises(ValueError, match=r"not a skill checkpoint of these sizes"):
+        SkillPriorModule(STATE_DIM, ACTION_DIM, init_ckpt=str(cli_run.ckpt), hidden=16)

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from pourlit.skills.frozen import FrozenPrior, load_module
-from pourlit.skills.losses import skill_prior_loss
+from pourlit.skills.losses import prior_kl_loss, prior_nll_loss, skill_prior_loss
 from pourlit.skills.nets import (
     BlockMLP,
     ClosedLoopDecoder,
@@ -48,6 +48,13 @@ class SkillPriorModule(L.LightningModule):
             as buffers, so they travel inside the checkpoint.
         env_config: the environment config the demonstrations came from (linked from the data
             files), so that evaluation and RL rebuild the same environment.
+        init_ckpt: a skill checkpoint whose weights and state normalisation this module starts
+            from (its sizes must match); the data's statistics are then not adopted, so the
+            decoder keeps the inputs it was trained on.
+        train: ``all`` (encoder, decoder and prior: SPiRL) or ``prior``: only the prior
+            network learns, on the prior loss alone, with the encoder's posteriors of the
+            data's windows as targets (encoder and decoder frozen; needs ``init_ckpt``). A
+            prior refit on more demonstrations than the skills were learned from.
     """
 
     def __init__(
@@ -68,8 +75,16 @@ class SkillPriorModule(L.LightningModule):
         state_mean: list[float] | None = None,
         state_std: list[float] | None = None,
         env_config: dict | None = None,
+        init_ckpt: str | None = None,
+        train: str = "all",
     ) -> None:
         super().__init__()
+        if train not in ("all", "prior"):
+            raise ValueError(f"train must be 'all' or 'prior', got {train!r}")
+        if train == "prior" and init_ckpt is None:
+            raise ValueError(
+                "train='prior' refits the prior of a trained skill model: give init_ckpt"
+            )
         if variant not in ("closed_loop", "open_loop"):
             raise ValueError(f"variant must be 'closed_loop' or 'open_loop', got {variant!r}")
         if prior_loss not in ("nll", "kl"):
@@ -86,10 +101,29 @@ class SkillPriorModule(L.LightningModule):
             else OpenLoopDecoder(action_dim, latent_dim, horizon, hidden)
         )
         register_state_stats(self, state_dim, state_mean, state_std)
+        if init_ckpt is not None:
+            self._load_init(init_ckpt)
+        if train == "prior":
+            self.encoder.requires_grad_(False)
+            self.decoder.requires_grad_(False)
         self.val_rec = MeanMetric()
         self.val_mse = MeanMetric()
         self.val_kl = MeanMetric()
         self.val_prior = MeanMetric()
+
+    def _load_init(self, path: str) -> None:
+        """Weights and state statistics of the skill checkpoint ``path`` (one-line errors)."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: skill checkpoint not found (init_ckpt)")
+        try:
+            sd = torch.load(p, map_location="cpu", weights_only=False)["state_dict"]
+            self.load_state_dict(sd)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad or foreign file
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"{p}: not a skill checkpoint of these sizes ({reason})") from e
+        self.hparams.state_mean = self.state_mean.tolist()
+        self.hparams.state_std = self.state_std.tolist()
 
     # -- the model -------------------------------------------------------------------------
     @property
@@ -130,6 +164,8 @@ class SkillPriorModule(L.LightningModule):
         return {"q": q, "q_hat": q_hat, "z": z, "recon": recon, "actions": actions, "mask": mask}
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+        if self.hparams.train == "prior" and self.training:
+            return self._prior_losses(batch), {}
         out = self(batch)
         losses = skill_prior_loss(
             out["actions"],
@@ -142,6 +178,27 @@ class SkillPriorModule(L.LightningModule):
             self.hparams.prior_loss,
         )
         return losses, out
+
+    def _prior_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``train="prior"``: the prior term alone, q_hat(z | s_0) fit to the frozen encoder's
+        posterior of each window (no decoding, so the frozen decoder's BatchNorm statistics
+        stay as they are)."""
+        h = self.hparams.horizon
+        states = self.normalize(batch["states"])
+        mask = batch["pad_mask"][:, :h]
+        with torch.no_grad():
+            q = self.encoder(
+                batch["actions"][:, :h], states[:, :h] if self.closed_loop else None, mask
+            )
+            z = q.rsample()
+        q_hat = DiagGaussian.from_params(self.prior(states[:, 0]))
+        prior = (
+            prior_nll_loss(q_hat, z)
+            if self.hparams.prior_loss == "nll"
+            else prior_kl_loss(q_hat, q)
+        )
+        zero = prior.new_zeros(())
+        return {"loss": prior, "rec": zero, "kl": zero, "prior": prior}
 
     # -- Lightning hooks -------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -189,9 +246,8 @@ class SkillPriorModule(L.LightningModule):
         """RAdam with the multi-tensor (``foreach``) implementation, which torch picks by default
         only for GPU tensors: the same update to float rounding, ~40% less time per step on the
         CPU than the per-parameter loop (there is no fused RAdam)."""
-        return torch.optim.RAdam(
-            self.parameters(), lr=self.hparams.lr, betas=(0.9, 0.999), foreach=True
-        )
+        params = [p for p in self.parameters() if p.requires_grad]  # train="prior": the prior's
+        return torch.optim.RAdam(params, lr=self.hparams.lr, betas=(0.9, 0.999), foreach=True)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Lightning sets ``_current_fx_name`` before and after every hook it calls (~24 times
@@ -221,7 +277,7 @@ class SkillPriorModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """Adopt the data module's normalisation statistics (saved with the checkpoint) and log
         how many bad rollout files it skipped (``data/skipped_files``)."""
-        adopt_data_stats(self)
+        adopt_data_stats(self, copy_stats=self.hparams.init_ckpt is None)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save RNG states (z sampling) so a resumed run continues bit-for-bit, and the

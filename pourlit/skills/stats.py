@@ -25,14 +25,15 @@ def register_state_stats(
     module.register_buffer("state_std", std.float().clamp(min=1e-6))
 
 
-def adopt_data_stats(module: L.LightningModule) -> None:
+def adopt_data_stats(module: L.LightningModule, copy_stats: bool = True) -> None:
     """In ``on_fit_start`` of a fresh run: copy the data module's state normalisation into the
     module's ``state_mean`` / ``state_std`` buffers and hyperparameters (so checkpoints carry
-    them) and remember how many bad rollout files it skipped (``module._skipped_files``)."""
+    them) and remember how many bad rollout files it skipped (``module._skipped_files``).
+    ``copy_stats=False``: keep the module's own statistics (a model started from a checkpoint)."""
     dm = getattr(module.trainer, "datamodule", None)
     module._skipped_files = getattr(dm, "num_skipped", None)
     mean, std = getattr(dm, "state_mean", None), getattr(dm, "state_std", None)
-    if mean is not None and std is not None and module.global_step == 0:
+    if copy_stats and mean is not None and std is not None and module.global_step == 0:
         module.state_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         module.state_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-6))
         module.hparams.state_mean = module.state_mean.tolist()
