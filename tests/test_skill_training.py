@@ -918,4 +918,13 @@ def test_prior_refit_changes_only_the_prior(cli_run: SimpleNamespace, tmp_path: 
     with pytest.raises(ValueError, match="train must be 'all' or 'prior'"):
         SkillPriorModule(STATE_DIM, ACTION_DIM, train="decoder")
     with pytest.raises(ValueError, match=r"not a skill checkpoint of these sizes"):
-        SkillPriorModule(STATE_DIM, ACTION_DIM, init_ckpt=str(cli_run.ckpt), hidden=16)
+        SkillPriorModule(STATE_DIM, ACTION_DIM, init_ckpt=str(cli_run.ckpt), hidden=16).setup("fit")
+    with pytest.raises(FileNotFoundError, match="skill checkpoint not found"):
+        SkillPriorModule(STATE_DIM, ACTION_DIM, init_ckpt=str(tmp_path / "gone.ckpt")).setup("fit")
+    # the refit checkpoint loads without its init checkpoint
+    moved_init = tmp_path / "init_moved.ckpt"
+    cli_run.ckpt.rename(moved_init)
+    try:
+        SkillPriorModule.load_from_checkpoint(run / "checkpoints/last.ckpt", map_location="cpu")
+    finally:
+        moved_init.rename(cli_run.ckpt)

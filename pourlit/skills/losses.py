@@ -39,6 +39,12 @@ def prior_kl_loss(q_hat: DiagGaussian, q: DiagGaussian) -> torch.Tensor:
     return q.detach().kl_to(q_hat).sum(dim=-1).mean()
 
 
+def prior_term(q_hat: DiagGaussian, q: DiagGaussian, z: torch.Tensor, kind: str) -> torch.Tensor:
+    """L_prior of kind ``nll`` (``prior_nll_loss`` of the sample z) or ``kl``
+    (``prior_kl_loss`` of the posterior q)."""
+    return prior_nll_loss(q_hat, z) if kind == "nll" else prior_kl_loss(q_hat, q)
+
+
 def skill_prior_loss(
     actions: torch.Tensor,
     recon: torch.Tensor,
@@ -52,5 +58,5 @@ def skill_prior_loss(
     """All terms and ``loss = rec + beta * kl + prior`` in a dict."""
     rec = reconstruction_loss(actions, recon, mask)
     kl = kl_loss(q)
-    prior = prior_nll_loss(q_hat, z) if prior_loss == "nll" else prior_kl_loss(q_hat, q)
+    prior = prior_term(q_hat, q, z, prior_loss)
     return {"loss": rec + beta * kl + prior, "rec": rec, "kl": kl, "prior": prior}

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from pourlit.skills.frozen import FrozenPrior, load_module
-from pourlit.skills.losses import prior_kl_loss, prior_nll_loss, skill_prior_loss
+from pourlit.skills.losses import prior_term, skill_prior_loss
 from pourlit.skills.nets import (
     BlockMLP,
     ClosedLoopDecoder,
@@ -101,8 +101,6 @@ class SkillPriorModule(L.LightningModule):
             else OpenLoopDecoder(action_dim, latent_dim, horizon, hidden)
         )
         register_state_stats(self, state_dim, state_mean, state_std)
-        if init_ckpt is not None:
-            self._load_init(init_ckpt)
         if train == "prior":
             self.encoder.requires_grad_(False)
             self.decoder.requires_grad_(False)
@@ -110,6 +108,13 @@ class SkillPriorModule(L.LightningModule):
         self.val_mse = MeanMetric()
         self.val_kl = MeanMetric()
         self.val_prior = MeanMetric()
+
+    def setup(self, stage: str) -> None:
+        """``fit`` with ``init_ckpt``: start from its weights. Here, not in ``__init__``: a
+        resumed run's checkpoint is restored after this, and loading a finished checkpoint
+        (no setup) never needs the init file."""
+        if stage == "fit" and self.hparams.init_ckpt is not None and self.global_step == 0:
+            self._load_init(self.hparams.init_ckpt)
 
     def _load_init(self, path: str) -> None:
         """Weights and state statistics of the skill checkpoint ``path`` (one-line errors)."""
@@ -192,11 +197,7 @@ class SkillPriorModule(L.LightningModule):
             )
             z = q.rsample()
         q_hat = DiagGaussian.from_params(self.prior(states[:, 0]))
-        prior = (
-            prior_nll_loss(q_hat, z)
-            if self.hparams.prior_loss == "nll"
-            else prior_kl_loss(q_hat, q)
-        )
+        prior = prior_term(q_hat, q, z, self.hparams.prior_loss)
         zero = prior.new_zeros(())
         return {"loss": prior, "rec": zero, "kl": zero, "prior": prior}
 
