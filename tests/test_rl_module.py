@@ -160,14 +160,18 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
     out = _trainer(tmp_path).validate(m, verbose=False)[0]
     assert set(out) >= {"val/success_rate", "val/poured_fraction", "val/return"}
 
-    # pourlit evaluate recognises the RL checkpoint (it records its kind; the shipped skill
-    # checkpoint predates that and is recognised by its hyperparameters) and rolls it out
+    # pourlit evaluate recognises the RL checkpoint (it records its kind; a skill checkpoint
+    # written before kinds were recorded is recognised by its hyperparameters) and rolls it out
     from pourlit.checkpoints import checkpoint_kind
     from pourlit.cli import main as cli_main
 
     assert torch.load(path, map_location="cpu", weights_only=False)["pourlit_kind"] == "rl"
-    assert "pourlit_kind" not in torch.load(SKILL_CKPT, map_location="cpu", weights_only=False)
-    assert checkpoint_kind(path) == "rl" and checkpoint_kind(SKILL_CKPT) == "skill"
+    legacy = torch.load(SKILL_CKPT, map_location="cpu", weights_only=False)
+    assert legacy.pop("pourlit_kind") == "skill"
+    torch.save(legacy, tmp_path / "legacy_skill.ckpt")
+    assert (
+        checkpoint_kind(path) == "rl" and checkpoint_kind(tmp_path / "legacy_skill.ckpt") == "skill"
+    )
     report = tmp_path / "eval.json"
     assert (
         cli_main(["evaluate", "--ckpt", str(path), "--episodes", "2", "-q", "--json", str(report)])

@@ -424,7 +424,7 @@ def test_cli_resume_mid_epoch_with_ckpt_path_last(
     assert_same_optimizer_state(opt_a, opt_b)
 
 
-@pytest.mark.parametrize("name", ["spirl_cl", "spirl_ol"])
+@pytest.mark.parametrize("name", ["spirl_cl", "spirl_ol", "prior_refit"])
 def test_repo_configs_checkpoint_last_mid_epoch_and_at_epoch_end(name: str) -> None:
     """Both skill configs: two unmonitored ModelCheckpoints write the same last.ckpt, one at
     every epoch end (save_last) and one every 50 training steps (its only file is named last;
@@ -434,7 +434,8 @@ def test_repo_configs_checkpoint_last_mid_epoch_and_at_epoch_end(name: str) -> N
     ckpts = [cb["init_args"] for cb in callbacks if cb["class_path"].endswith("ModelCheckpoint")]
     assert len(ckpts) == 3
     epoch_cb, step_cb, best_cb = ckpts  # the first is trainer.checkpoint_callback
-    assert best_cb["monitor"] == "val/recon_mse"
+    # a prior refit keeps the decoder frozen: its best epoch is by the prior's NLL
+    assert best_cb["monitor"] == ("val/prior_nll" if name == "prior_refit" else "val/recon_mse")
     assert len({c["dirpath"] for c in ckpts}) == 1 and name in epoch_cb["dirpath"]
     assert epoch_cb["save_last"] is True and "monitor" not in epoch_cb
     assert not {"every_n_train_steps", "every_n_epochs", "filename"} & epoch_cb.keys()
@@ -900,9 +901,17 @@ def test_prior_refit_changes_only_the_prior(cli_run: SimpleNamespace, tmp_path: 
     the prior moves."""
     other = write_dataset(tmp_path / "more", episodes=6, seed=5)
     run = tmp_path / "refit"
-    model = {"init_ckpt": str(cli_run.ckpt), "train": "prior"}
-    cfg = write_config(tmp_path / "refit.yaml", cli_config(other, run, model=model))
-    assert main(["fit", "-c", str(cfg)]) == 0
+    # the README's command: the small spirl_cl config, then the shipped overlay on top
+    overlay = Path(__file__).resolve().parents[1] / "configs/skills/prior_refit.yaml"
+    small = {"batch_size": BATCH, "windows_per_epoch": WINDOWS}
+    cfg = write_config(tmp_path / "base.yaml", cli_config(other, run, data=small))
+    flags = ["--model.init_args.init_ckpt", str(cli_run.ckpt), "--trainer.max_epochs", "1"]
+    flags += [f"--data.init_args.{k}={v}" for k, v in small.items()]
+    assert main(["fit", "-c", str(cfg), "-c", str(overlay), *flags, "--run_dir", str(run)]) == 0
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")  # monitored on val/prior_nll
+    assert "val/prior_nll" in str(
+        torch.load(best, map_location="cpu", weights_only=False)["callbacks"]
+    )
     old = torch.load(cli_run.ckpt, map_location="cpu", weights_only=False)["state_dict"]
     new = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     new = new["state_dict"]
@@ -928,3 +937,20 @@ def test_prior_refit_changes_only_the_prior(cli_run: SimpleNamespace, tmp_path: 
         SkillPriorModule.load_from_checkpoint(run / "checkpoints/last.ckpt", map_location="cpu")
     finally:
         moved_init.rename(cli_run.ckpt)
+
+
+def test_shipped_skill_checkpoint_is_the_refit_prior() -> None:
+    """checkpoints/skills/spirl_cl.ckpt (make checkpoints): a weights-only skill checkpoint whose
+    prior was refit (train: prior), with its evaluation on 100
+    held-out episodes beside it."""
+    from pourlit.checkpoints import checkpoint_kind
+
+    path = Path(__file__).resolve().parents[1] / "checkpoints/skills/spirl_cl.ckpt"
+    assert checkpoint_kind(path) == "skill"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["train"] == "prior"
+    prior = load_skill_prior(path)
+    assert (prior.horizon, prior.latent_dim) == (10, 10)
+    evaluation = json.loads(path.with_suffix(".eval.json").read_text())
+    assert evaluation["seed"] == 10_000 and evaluation["episodes"] == 100
+    assert evaluation["policy"] == "skill_prior"
