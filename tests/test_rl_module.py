@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from pourlit.cli import main
@@ -348,11 +349,12 @@ def test_shipped_rl_checkpoint_loads_and_acts(name: str) -> None:
     a = policy(s)
     assert a.shape == (2, 7) and a.abs().max() <= 1.0
     z = policy.module.act(s, "mean")
-    assert z.abs().max() < 2.0  # skills in the tanh range m = 2
+    assert z.abs().max() < policy.module.space.action_scale  # skills in the tanh range m
     hp, m = policy.module.hparams, policy.module
     if name == "default":  # the validation-best checkpoint of configs/rl/default.yaml, seed 0
         assert hp.squash == "prior" and hp.q_select == 2 and m.env_steps <= 200_000
         assert hp.value_target == "mc" and hp.critic_state_norm and hp.target_divergence == 1.0
+        assert hp.action_scale == 4.0 and hp.skill_ckpt == "checkpoints/skills/spirl_cl.ckpt"
         # exported with its counters: whether it selects skills by Q is known without replay
         assert m.selecting == (m.updates >= hp.critic_warmup_updates) and m.updates > 0
     evaluation = json.loads(path.with_suffix(".eval.json").read_text())
@@ -471,3 +473,33 @@ def test_fit_mixes_demonstrations_into_every_batch(tmp_path: Path) -> None:
     from_demos = [(demo_obs == row).all(dim=1).any().item() for row in batch["obs"]]
     assert from_demos == [False] * 12 + [True] * 4
     assert not torch.isnan(batch[MC_KEY][12:]).any()
+
+
+def test_default_config_is_spirl_plus_its_named_departures() -> None:
+    """configs/rl/default.yaml differs from the paper-faithful configs/rl/spirl_cl.yaml (keys
+    it leaves out take SACModule's defaults) in exactly the departures the README and
+    docs/algorithm.md section 3 name, each one option, plus the validation episode count."""
+    import inspect
+
+    def args(name: str) -> dict:
+        cfg = yaml.safe_load((ROOT / f"configs/rl/{name}.yaml").read_text())
+        return cfg["model"]["init_args"]
+
+    defaults = {k: p.default for k, p in inspect.signature(SACModule.__init__).parameters.items()}
+    default, spirl = args("default"), args("spirl_cl")
+    differ = {
+        k: (default.get(k, defaults[k]), spirl.get(k, defaults[k]))
+        for k in default.keys() | spirl.keys()
+        if default.get(k, defaults[k]) != spirl.get(k, defaults[k])
+    }
+    assert differ == {
+        "squash": ("prior", "tanh"),
+        "action_scale": (4.0, 2.0),
+        "q_select": (2, 0),
+        "value_target": ("mc", "td"),
+        "critic_state_norm": (True, False),
+        "target_divergence": (1.0, 5.0),
+        "critic_warmup_updates": (2000, 0),
+        "warmup_transitions": (1000, 5000),
+        "eval_episodes": (40, 10),
+    }
