@@ -72,7 +72,7 @@ bench-rl: setup
 # 2 cores; scratch data in runs/ckpt-build): 200 expert episodes with action noise 0.3 -> closed-
 # loop SPiRL skill model (encoder, decoder, prior); 1,000 more episodes (noise 0.3 and 0.05) ->
 # the prior alone refit on all 1,177 kept (configs/skills/prior_refit.yaml). The high level is
-# what needs the data (BENCHMARKS.md: prior rollouts 0.71-0.76 -> 0.97 on the validation seeds).
+# what needs the data (BENCHMARKS.md: prior rollouts 0.70 -> 0.97 on the validation seeds).
 CKPT_BUILD := runs/ckpt-build
 COLLECT := $(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --num-envs 2 -q
 checkpoints: setup
