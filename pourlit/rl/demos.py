@@ -67,6 +67,12 @@ def episode_rewards(
 
 
 @torch.no_grad()
+def check_demo_labels(labels: str) -> None:
+    """``ValueError`` naming the valid choices unless ``labels`` is one of ``DEMO_LABELS``."""
+    if labels not in DEMO_LABELS:
+        raise ValueError(f"demo_labels must be one of {DEMO_LABELS}, got {labels!r}")
+
+
 def demo_transitions(
     data_dir: str | Path,
     skills: torch.nn.Module,
@@ -82,8 +88,7 @@ def demo_transitions(
     ``reward`` mode. ``gamma``: the HL discount of the returns. ``labels``: the actions the
     encoder reads, ``actions`` (executed) or ``expert_actions`` (the expert's intended ones,
     for a skill prior trained on DART labels)."""
-    if labels not in DEMO_LABELS:
-        raise ValueError(f"demo_labels must be one of {DEMO_LABELS}, got {labels!r}")
+    check_demo_labels(labels)
     files = list_rollouts(data_dir)
     if not files:
         raise ValueError(f"{data_dir}: no rollout files (demo_dir)")

@@ -49,7 +49,7 @@ from torchmetrics import MeanMetric
 
 from pourlit.rl.acting import AgentPolicy
 from pourlit.rl.buffer import ReplayBuffer
-from pourlit.rl.demos import DEMO_LABELS, demo_transitions
+from pourlit.rl.demos import check_demo_labels, demo_transitions
 from pourlit.rl.loaders import update_loader, validation_loader
 from pourlit.rl.policies import TwinCritic, initial_policy
 from pourlit.rl.residual import ResidualSpace, residual_policy
@@ -252,8 +252,7 @@ class SACModule(L.LightningModule):
             )
         if demo_dir is not None and skill_ckpt is None:
             raise ValueError("demo_dir (demonstration transitions) needs a skill_ckpt")
-        if demo_labels not in DEMO_LABELS:
-            raise ValueError(f"demo_labels must be one of {DEMO_LABELS}, got {demo_labels!r}")
+        check_demo_labels(demo_labels)  # before any file is read
         if not 0.0 < demo_fraction < 1.0:
             raise ValueError(f"demo_fraction must be in (0, 1), got {demo_fraction}")
         if prior == "zero" and base_ckpt is None:

@@ -148,8 +148,9 @@ class SkillPriorModule(L.LightningModule):
             raise RuntimeError("decode(states, z) needs the closed-loop variant; use decode_open")
         return self.decoder(self.normalize(states), z)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Encode, sample, decode one batch of windows; returns q, q_hat, z and recon."""
+    def _encode(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Encode one batch of windows and sample z; q, q_hat, z, the normalised states, the
+        H actions and their mask."""
         h = self.hparams.horizon
         states = self.normalize(batch["states"])  # (B, H+1, d_s)
         actions = batch["actions"][:, :h]  # (B, H, d_a)
@@ -162,11 +163,17 @@ class SkillPriorModule(L.LightningModule):
         q = self.encoder(actions, states[:, :h] if self.closed_loop else None, mask)
         z = q.rsample()
         q_hat = DiagGaussian.from_params(self.prior(states[:, 0]))
+        return {"q": q, "q_hat": q_hat, "z": z, "states": states, "actions": actions, "mask": mask}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Encode, sample, decode one batch of windows; returns q, q_hat, z and recon."""
+        out = self._encode(batch)
+        states, z = out.pop("states"), out["z"]
         if self.closed_loop:
-            recon = self.decoder(states[:, :h], z[:, None, :])
+            out["recon"] = self.decoder(states[:, : self.hparams.horizon], z[:, None, :])
         else:
-            recon = self.decoder(z)
-        return {"q": q, "q_hat": q_hat, "z": z, "recon": recon, "actions": actions, "mask": mask}
+            out["recon"] = self.decoder(z)
+        return out
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
         if self.hparams.train == "prior" and self.training:
@@ -187,17 +194,9 @@ class SkillPriorModule(L.LightningModule):
     def _prior_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``train="prior"``: the prior term alone, q_hat(z | s_0) fit to the frozen encoder's
         posterior of each window (no decoding, so the frozen decoder's BatchNorm statistics
-        stay as they are)."""
-        h = self.hparams.horizon
-        states = self.normalize(batch["states"])
-        mask = batch["pad_mask"][:, :h]
-        with torch.no_grad():
-            q = self.encoder(
-                batch["actions"][:, :h], states[:, :h] if self.closed_loop else None, mask
-            )
-            z = q.rsample()
-        q_hat = DiagGaussian.from_params(self.prior(states[:, 0]))
-        prior = prior_term(q_hat, q, z, self.hparams.prior_loss)
+        stay as they are; the encoder's weights need no gradient, so none reaches them)."""
+        out = self._encode(batch)
+        prior = prior_term(out["q_hat"], out["q"], out["z"], self.hparams.prior_loss)
         zero = prior.new_zeros(())
         return {"loss": prior, "rec": zero, "kl": zero, "prior": prior}
 
