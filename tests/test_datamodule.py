@@ -196,6 +196,30 @@ def test_window_sampling_weights(tmp_path: Path) -> None:
     assert start[ep == 1].max() == 29 and start[ep == 1].min() == 0
 
 
+def test_window_ids_address_every_window_once(tmp_path: Path) -> None:
+    """Window ids 0 .. W-1 are every (episode, start) pair exactly once; ``windows(ids)`` gives
+    the same windows as the loader (padding included) and a batch's ``window`` ids are those of
+    its windows."""
+    lengths = (3, 11, 13, 40)
+    episodes = [(*encoded_episode(ep, t), np.ones(t, np.float32)) for ep, t in enumerate(lengths)]
+    ds = WindowDataset(episodes, H, 50, seed=2)
+    assert ds.total_windows == 1 + 1 + 3 + 30
+    every = ds.windows(np.arange(ds.total_windows))
+    assert every["states"].shape == (35, H + 1, DS) and every["window"].dtype == torch.int64
+    pairs = {(int(s[0, 0]), int(s[0, 1])) for s in every["states"]}
+    assert len(pairs) == 35 and (3, 29) in pairs and (0, 0) in pairs
+    length_of = dict(enumerate(lengths))
+    for s, a, p in zip(every["states"], every["actions"], every["pad_mask"], strict=True):
+        check_window(s.numpy(), a.numpy(), p.numpy(), length_of)
+    episode, start = ds.locate(np.arange(35))
+    assert [(int(e), int(t)) for e, t in zip(episode, start, strict=True)] == sorted(pairs)
+    for i in range(len(ds)):
+        item = ds[i]
+        ref = ds.windows(item["window"][None])
+        for k in ("states", "actions", "pad_mask"):
+            torch.testing.assert_close(item[k], ref[k][0], rtol=0, atol=0)
+
+
 # ----------------------------------------------------------------------------- DDP sharding
 
 
@@ -257,9 +281,9 @@ def test_loader_state_round_trip_resumes_mid_epoch(
 
     loaded: list[int] = []
     if num_workers == 0:  # with workers the dataset is read in other processes
-        get = WindowDataset.__getitem__
+        get = WindowDataset.__getitems__  # the loader fetches whole batches
         monkeypatch.setattr(
-            WindowDataset, "__getitem__", lambda ds, i: loaded.append(i) or get(ds, i)
+            WindowDataset, "__getitems__", lambda ds, i: loaded.extend(i) or get(ds, i)
         )
     second = make_dm(tmp_path, **kw).train_dataloader()
     second.load_state_dict(state)

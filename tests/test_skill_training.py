@@ -894,6 +894,41 @@ def test_lightning_hook_name_bypasses_module_setattr_only_for_itself() -> None:
     assert "scale" in m._parameters
 
 
+def test_prior_refit_reads_each_windows_posterior_from_one_encoding(tmp_path: Path) -> None:
+    """``train: prior`` encodes every training window once (``encode_all``, in fixed chunks)
+    and looks the posteriors up by window id: the same q, and with the same random state the
+    same prior loss and gradient, as encoding each batch."""
+    data = write_dataset(tmp_path / "d", episodes=5, seed=3)
+    dm = RolloutDataModule(
+        str(data), horizon=HORIZON, batch_size=BATCH, windows_per_epoch=WINDOWS, val_fraction=0.0
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    batch = next(iter(loader))
+    torch.manual_seed(0)
+    m = SkillPriorModule(
+        STATE_DIM, ACTION_DIM, horizon=HORIZON, hidden=16, init_ckpt="unused", train="prior"
+    )
+    cache = m.encode_all(loader.dataset, chunk=7)  # chunks smaller than the data: several
+    assert cache.shape == (loader.dataset.total_windows, 2 * m.hparams.latent_dim)
+    with torch.no_grad():
+        q = m._encode(batch)["q"]
+    torch.testing.assert_close(cache[batch["window"]], torch.cat([q.mu, q.log_sigma], -1))
+    losses = []
+    for posteriors in (None, cache):
+        m._posteriors = posteriors
+        m.zero_grad()
+        torch.manual_seed(1)
+        loss = m._prior_losses(batch)["loss"]
+        loss.backward()
+        losses.append((loss.detach(), m.prior[0].weight.grad.clone()))
+    torch.testing.assert_close(losses[0][0], losses[1][0])
+    torch.testing.assert_close(losses[0][1], losses[1][1])
+    m.hparams.horizon = HORIZON + 1
+    with pytest.raises(ValueError, match="horizon"):
+        m.encode_all(loader.dataset)
+
+
 def test_prior_refit_changes_only_the_prior(cli_run: SimpleNamespace, tmp_path: Path) -> None:
     """``train: prior`` with ``init_ckpt``: a trained skill model's prior network refit on
     other demonstrations; encoder, decoder (BatchNorm statistics included) and the state

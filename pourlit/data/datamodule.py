@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from pourlit.data.loader import ResumableDataLoader
 from pourlit.data.rollout import Episode, RolloutFormatError, list_rollouts, read_episode
-from pourlit.data.windows import WindowDataset, WindowSampler, dist_rank_world
+from pourlit.data.windows import WindowDataset, WindowSampler, collate_windows, dist_rank_world
 
 VAL_SEED_OFFSET = 1000
 """Validation windows are drawn with seed ``seed + VAL_SEED_OFFSET`` (and epoch 0)."""
@@ -301,6 +301,7 @@ class RolloutDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            collate_fn=collate_windows,
             generator=torch.Generator().manual_seed(seed),
         )
 

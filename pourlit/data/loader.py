@@ -8,7 +8,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from pourlit.data.windows import WindowSampler
+from pourlit.data.windows import WindowSampler, collate_windows
 
 
 class ResumableDataLoader(DataLoader):
@@ -30,7 +30,8 @@ class ResumableDataLoader(DataLoader):
         dataset: the dataset ``sampler`` indexes.
         sampler: the :class:`~pourlit.data.windows.WindowSampler` (skipping happens there).
         **kwargs: the other :class:`~torch.utils.data.DataLoader` arguments; ``batch_size``
-            must not be None.
+            must not be None; ``collate_fn`` defaults to
+            :func:`~pourlit.data.windows.collate_windows`.
     """
 
     def __init__(self, dataset: Dataset, *, sampler: WindowSampler, **kwargs: Any) -> None:
@@ -38,6 +39,7 @@ class ResumableDataLoader(DataLoader):
             raise TypeError(
                 f"ResumableDataLoader needs a WindowSampler, got {type(sampler).__name__}"
             )
+        kwargs.setdefault("collate_fn", collate_windows)  # WindowDataset fetches whole batches
         super().__init__(dataset, sampler=sampler, **kwargs)
         if self.batch_size is None:
             raise ValueError("ResumableDataLoader needs a batch_size")

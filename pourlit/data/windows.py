@@ -6,6 +6,7 @@ A window (H = horizon, d_s / d_a = state / action size)::
     states    (H + 1, d_s) float32   s_0 .. s_H
     actions   (H, d_a)     float32   a_0 .. a_{H-1}; a_t belongs with s_t
     pad_mask  (H + 1,)     float32   1 = real step, 0 = padding
+    window    ()           int64     the window's id in [0, W), W = all starts of all episodes
 
 is H+1 consecutive steps of one episode, the last action dropped (SPiRL's reference). An
 episode with T >= H+1 steps has T - H windows (starts 0 .. T-H-1); a shorter one counts as one
@@ -22,10 +23,11 @@ processes or how often a loader is rebuilt.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torch.utils.data.distributed import DistributedSampler
 
 
@@ -34,7 +36,8 @@ class WindowDataset(Dataset[dict[str, torch.Tensor]]):
 
     It is indexed by a *global* window index ``g = epoch * num_windows + i`` (what
     :class:`WindowSampler` yields), so the epoch travels with the index and worker processes
-    need no epoch state. ``len(dataset)`` is ``num_windows``, one epoch.
+    need no epoch state. ``len(dataset)`` is ``num_windows``, one epoch. A DataLoader fetches
+    a whole batch in one gather (``__getitems__``); give it ``collate_fn=collate_windows``.
 
     Args:
         episodes: per episode ``(states (T, d_s), actions (T, d_a), pad_mask (T,))``; every
@@ -104,33 +107,68 @@ class WindowDataset(Dataset[dict[str, torch.Tensor]]):
         self._plan_cache = (int(epoch), episode, start)
         return episode, start
 
-    def window(self, episode: int, start: int) -> dict[str, torch.Tensor]:
-        """The window of ``episode`` beginning at step ``start``, zero-padded past its end.
+    @property
+    def total_windows(self) -> int:
+        """W, the number of distinct windows (all starts of all episodes)."""
+        return int(self._cum_counts[-1])
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(episode, start)`` of window ids in ``[0, W)``: window ``w`` is start
+        ``w - c_{e-1}`` of the episode e with ``c_{e-1} <= w < c_e``, c the cumulative window
+        counts (the flat index that :meth:`plan` draws)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        episode = np.searchsorted(self._cum_counts, ids, side="right")
+        return episode, ids - (self._cum_counts[episode] - self.window_counts[episode])
+
+    def windows(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """The windows with ids ``ids`` (B,), zero-padded past their episodes' ends.
 
         Returns:
-            ``{"states": (H+1, d_s), "actions": (H, d_a), "pad_mask": (H+1,)}``, float32.
+            ``{"states": (B, H+1, d_s), "actions": (B, H, d_a), "pad_mask": (B, H+1),
+            "window": (B,) int64}``; float32 except the ids.
         """
         h = self.horizon
-        row = int(self.offsets[episode]) + int(start)
-        n = min(h + 1, int(self.lengths[episode]) - int(start))
-        states = np.zeros((h + 1, self.states.shape[1]), np.float32)
-        actions = np.zeros((h, self.actions.shape[1]), np.float32)
-        pad = np.zeros(h + 1, np.float32)
-        states[:n] = self.states[row : row + n]
-        pad[:n] = self.pad_mask[row : row + n]
-        m = min(h, n)
-        actions[:m] = self.actions[row : row + m]
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        episode, start = self.locate(ids)
+        steps = np.arange(h + 1)
+        real = steps[None, :] < (self.lengths[episode] - start)[:, None]  # (B, H+1)
+        rows = np.where(real, (self.offsets[episode] + start)[:, None] + steps[None, :], 0)
+        states = np.where(real[..., None], self.states[rows], 0.0).astype(np.float32)
+        actions = np.where(real[:, :h, None], self.actions[rows[:, :h]], 0.0).astype(np.float32)
+        pad = np.where(real, self.pad_mask[rows], 0.0).astype(np.float32)
         return {
             "states": torch.from_numpy(states),
             "actions": torch.from_numpy(actions),
             "pad_mask": torch.from_numpy(pad),
+            "window": torch.from_numpy(ids),
         }
 
+    def ids(self, indices: Sequence[int]) -> np.ndarray:
+        """Window ids of global indices ``epoch * num_windows + i`` (see the class docstring)."""
+        epoch, i = np.divmod(np.asarray(indices, dtype=np.int64).reshape(-1), self.num_windows)
+        out = np.empty_like(i)
+        for e in np.unique(epoch):
+            sel = epoch == e
+            episode, start = self.plan(int(e))
+            ep = episode[i[sel]]
+            out[sel] = self._cum_counts[ep] - self.window_counts[ep] + start[i[sel]]
+        return out
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """A whole batch in one gather (the DataLoader calls this for a batch's indices):
+        :meth:`windows` of their ids; :func:`collate_windows` passes it through."""
+        return self.windows(self.ids(indices))
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        """Window for the global index ``epoch * num_windows + i`` (see the class docstring)."""
-        epoch, i = divmod(int(index), self.num_windows)
-        episode, start = self.plan(epoch)
-        return self.window(int(episode[i]), int(start[i]))
+        """Window for the global index ``epoch * num_windows + i`` (see the class docstring),
+        as :meth:`windows` gives it without the batch dimension; ``"window"`` is its id."""
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+def collate_windows(batch: dict[str, torch.Tensor] | list) -> Any:
+    """The DataLoader's collate function: a batch :meth:`WindowDataset.__getitems__` already
+    built passes as it is; a list of single windows is stacked as ``default_collate`` does."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 class WindowSampler(DistributedSampler):
