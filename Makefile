@@ -22,29 +22,42 @@ test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"
 
 # The whole pipeline at demo scale, from the default configs with smaller budgets (flags below):
-# expert demonstrations -> closed-loop skill prior -> RL (configs/rl/default.yaml) -> evaluation of
-# the best validation checkpoint on held-out seeds (sampled and mean skill) -> runs/<date>/report.md
-# (metrics table, learning_curve.png, policy.mp4). About 17 minutes on a 2-core CPU (BENCHMARKS.md).
-# 80 skill epochs: priors trained 20-25 epochs roll out at 0.0-0.27 success, at 80 at 0.47-0.63.
+# expert demonstrations (two collectors, one per core) -> closed-loop skill model -> its prior
+# refit on the same demonstrations (configs/skills/prior_refit.yaml) -> RL (configs/rl/default.yaml)
+# -> the best validation checkpoint and the prior on held-out seeds (sampled skills; the
+# expert's figures are its demonstrations') -> runs/<date>/report.md (metrics table,
+# learning_curve.png, policy.mp4). 20 min 3 s on a 2-core CPU on a slow day (BENCHMARKS.md).
+# The high level is what needs data and steps: 385 noisy demonstrations, 80 skill epochs and
+# the refit give a prior of 0.94-0.98; 100 demonstrations and one 80-epoch fit gave 0.35-0.60.
 DEMO ?= runs/$(shell date +%Y-%m-%d)
-DEMO_EPISODES ?= 100
+# DEMO_EPISODES: per collector (2 collectors)
+DEMO_EPISODES ?= 200
 DEMO_SKILL_EPOCHS ?= 80
-DEMO_ENV_STEPS ?= 50000
-DEMO_WARMUP ?= 1000
-DEMO_EVAL ?= 20
+DEMO_REFIT_EPOCHS ?= 60
+DEMO_ENV_STEPS ?= 20000
+DEMO_EVAL ?= 50
+DEMO_COLLECT := $(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes $(DEMO_EPISODES) \
+	--num-envs 2 --action-noise 0.3 --out $(DEMO)/data --seed 0 --world-size 2
+DEMO_EVAL_ARGS := --episodes $(DEMO_EVAL) --num-envs 2 -q
+# The skill fits run alone: 2 torch threads (pourlit's default is 1, fastest beside other work).
+DEMO_FIT := POURLIT_TORCH_THREADS=2 $(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml
 # --run_dir DIR puts a whole run (logs, every checkpoint, the config copy) under DIR.
 demo: setup
-	$(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes $(DEMO_EPISODES) --num-envs 2 --out $(DEMO)/data --seed 0
-	$(VENV)/bin/pourlit fit -c configs/skills/spirl_cl.yaml --data.init_args.data_dir $(DEMO)/data \
-		--trainer.max_epochs $(DEMO_SKILL_EPOCHS) --run_dir $(DEMO)/skills
-	$(VENV)/bin/pourlit fit -c configs/rl/default.yaml --model.init_args.skill_ckpt $(DEMO)/skills/checkpoints/last.ckpt \
-		--model.init_args.max_env_steps $(DEMO_ENV_STEPS) --model.init_args.warmup_transitions $(DEMO_WARMUP) \
-		--trainer.limit_train_batches 1000 --model.init_args.eval_episodes 10 --run_dir $(DEMO)/rl
-	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/best.ckpt --episodes $(DEMO_EVAL) --video $(DEMO)/policy.mp4 --json $(DEMO)/eval_rl.json
-	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/skills/checkpoints/last.ckpt --episodes $(DEMO_EVAL) --json $(DEMO)/eval_prior.json
-	$(VENV)/bin/pourlit evaluate --policy expert --episodes $(DEMO_EVAL) --json $(DEMO)/eval_expert.json
+	$(DEMO_COLLECT) --rank 0 -q & pid=$$!; $(DEMO_COLLECT) --rank 1; s=$$?; wait $$pid && exit $$s
+	$(DEMO_FIT) --data.init_args.data_dir $(DEMO)/data --trainer.max_epochs $(DEMO_SKILL_EPOCHS) \
+		--run_dir $(DEMO)/skills
+	$(DEMO_FIT) -c configs/skills/prior_refit.yaml \
+		--model.init_args.init_ckpt $(DEMO)/skills/checkpoints/last.ckpt --data.init_args.data_dir $(DEMO)/data \
+		--trainer.max_epochs $(DEMO_REFIT_EPOCHS) --run_dir $(DEMO)/refit
+	$(VENV)/bin/pourlit fit -c configs/rl/default.yaml --model.init_args.skill_ckpt $(DEMO)/refit/checkpoints/last.ckpt \
+		--model.init_args.max_env_steps $(DEMO_ENV_STEPS) --trainer.limit_train_batches 1000 \
+		--model.init_args.eval_episodes 20 --run_dir $(DEMO)/rl
+	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/best.ckpt $(DEMO_EVAL_ARGS) --mode sampled --video $(DEMO)/policy.mp4 \
+		--json $(DEMO)/eval_rl.json & pid=$$!; \
+	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/refit/checkpoints/last.ckpt $(DEMO_EVAL_ARGS) --json $(DEMO)/eval_prior.json; \
+	s=$$?; wait $$pid && exit $$s
 	$(VENV)/bin/pourlit report --run $(DEMO)/rl --eval "RL (configs/rl/default.yaml)"=$(DEMO)/eval_rl.json \
-		--eval "skill prior (sampled skills)"=$(DEMO)/eval_prior.json --eval expert=$(DEMO)/eval_expert.json \
+		--eval "skill prior (sampled skills)"=$(DEMO)/eval_prior.json \
 		--video $(DEMO)/policy.mp4 --collect-summary $(DEMO)/data/summary.json -o $(DEMO)/report.md
 
 # BENCH_ARGS="--baseline main" also times main's env in the same process (before/after).
