@@ -102,8 +102,7 @@ class WindowDataset(Dataset[dict[str, torch.Tensor]]):
             return self._plan_cache[1], self._plan_cache[2]
         rng = np.random.default_rng([self.seed, int(epoch)])
         flat = rng.integers(0, int(self._cum_counts[-1]), size=self.num_windows, dtype=np.int64)
-        episode = np.searchsorted(self._cum_counts, flat, side="right")
-        start = flat - (self._cum_counts[episode] - self.window_counts[episode])
+        episode, start = self.locate(flat)
         self._plan_cache = (int(epoch), episode, start)
         return episode, start
 
