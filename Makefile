@@ -28,8 +28,8 @@ test-fast: setup
 # expert's figures are its demonstrations') -> runs/<date>/report.md (metrics table,
 # learning_curve.png, policy.mp4). 18 min 52 s and 20 min 3 s on a 2-core CPU (BENCHMARKS.md).
 # The high level is what needs data and steps: 381 noisy demonstrations, 80 skill epochs and
-# the refit gave priors of 0.80-0.98 on held-out episodes in three runs (training noise alone:
-# the same demonstrations); 100 demonstrations and one 80-epoch fit gave 0.35-0.60.
+# the refit gave priors of 0.80-0.98 on held-out episodes in three runs (two of them on
+# identical demonstrations: training noise); 100 demonstrations and one 80-epoch fit 0.35-0.60.
 DEMO ?= runs/$(shell date +%Y-%m-%d)
 # DEMO_EPISODES: per collector (2 collectors)
 DEMO_EPISODES ?= 200
