@@ -36,6 +36,11 @@ DEMO_EPISODES ?= 200
 DEMO_SKILL_EPOCHS ?= 80
 DEMO_REFIT_EPOCHS ?= 60
 DEMO_ENV_STEPS ?= 20000
+# The default's warmups (1000 transitions, then 2000 critic-only updates) end at 30k env steps,
+# after the demo's budget: at the demo's scale the critics start at 5k env steps and selection
+# by Q and policy updates at 10k, so the RL stage acts on the policy in its 20k steps.
+DEMO_WARMUP ?= 500
+DEMO_CRITIC_WARMUP ?= 500
 DEMO_EVAL ?= 50
 DEMO_COLLECT := $(VENV)/bin/pourlit collect -c configs/collect/pouring.yaml --episodes $(DEMO_EPISODES) \
 	--num-envs 2 --action-noise 0.3 --out $(DEMO)/data --seed 0 --world-size 2
@@ -52,6 +57,7 @@ demo: setup
 		--trainer.max_epochs $(DEMO_REFIT_EPOCHS) --run_dir $(DEMO)/refit
 	$(VENV)/bin/pourlit fit -c configs/rl/default.yaml --model.init_args.skill_ckpt $(DEMO)/refit/checkpoints/last.ckpt \
 		--model.init_args.max_env_steps $(DEMO_ENV_STEPS) --trainer.limit_train_batches 1000 \
+		--model.init_args.warmup_transitions $(DEMO_WARMUP) --model.init_args.critic_warmup_updates $(DEMO_CRITIC_WARMUP) \
 		--model.init_args.eval_episodes 20 --run_dir $(DEMO)/rl
 	$(VENV)/bin/pourlit evaluate --ckpt $(DEMO)/rl/checkpoints/best.ckpt $(DEMO_EVAL_ARGS) --mode sampled --video $(DEMO)/policy.mp4 \
 		--json $(DEMO)/eval_rl.json & pid=$$!; \
