@@ -26,6 +26,7 @@ from tqdm import tqdm
 from pourlit import __version__
 from pourlit.data.folder import FolderLock, file_record, remove_stale_temps, update_summary
 from pourlit.data.rollout import next_free_index, rollout_path, write_episode
+from pourlit.errors import yaml_reason
 from pourlit.expert.pour import ScriptedPourExpert
 from pourlit.rl.acting import PriorPolicy
 from pourlit.rl.handover import Handover
@@ -98,7 +99,7 @@ def load_collect_config(path: str | os.PathLike[str] | None, overrides: dict) ->
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+            raise ConfigError(f"{p}: not valid YAML ({yaml_reason(e)})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping of settings at the top level")
         known = {f.name for f in fields(CollectConfig)}

@@ -31,6 +31,7 @@ import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from pourlit.checkpoints import save_atomic
 from pourlit.errors import debug, error_line, exit_code, reportable
 
 
@@ -43,24 +44,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
-        import io
-
-        import torch
-
-        final = Path(path)
-        buf = io.BytesIO()
-        torch.save(checkpoint, buf)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(buf.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise OSError(e.errno, e.strerror, str(final)) from e
+        save_atomic(checkpoint, path)
 
 
 class _RunDirCLI(LightningCLI):
