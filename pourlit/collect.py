@@ -147,6 +147,8 @@ def _load_learner(cfg: CollectConfig) -> PriorPolicy | None:
     try:
         learner = PriorPolicy(cfg.learner, cfg.num_envs, seed=cfg.seed)
     except Exception as e:  # not a checkpoint, or not a skill checkpoint
+        if str(e).startswith(f"{cfg.learner}: "):  # already names the file and what is wrong
+            raise ConfigError(str(e)) from e
         raise ConfigError(f"{cfg.learner}: not a skill checkpoint ({e})") from e
     sizes = (learner.skills.state_dim, learner.skills.action_dim)
     if sizes != (OBS_DIM, len(ACTION_NAMES)):

@@ -104,6 +104,12 @@ def skills_fit(data_dir: Path | str, run: Path, *extra: str) -> list[str]:
         ("missing skill checkpoint", "nothing.ckpt: skill checkpoint not found"),
         ("missing config file", "nope.yaml"),
         ("run folder under a file", "run: Not a directory"),
+        ("malformed config file", "bad.yaml: not valid YAML (line 2, column 1: expected the"),
+        ("malformed ckpt_path", "bad.ckpt: not a Lightning checkpoint (UnpicklingError)"),
+        (
+            "malformed skill checkpoint",
+            "bad.ckpt: not a pourlit skill checkpoint (UnpicklingError)",
+        ),
     ],
 )
 def test_rl_fit_errors_are_one_line(tmp_path: Path, case: str, expected: str) -> None:
@@ -118,7 +124,12 @@ def test_rl_fit_errors_are_one_line(tmp_path: Path, case: str, expected: str) ->
         ],
         "missing config file": ["-c", str(tmp_path / "nope.yaml")],
         "run folder under a file": [],
+        "malformed config file": ["-c", str(tmp_path / "bad.yaml")],
+        "malformed ckpt_path": ["--ckpt_path", str(tmp_path / "bad.ckpt")],
+        "malformed skill checkpoint": ["--model.init_args.skill_ckpt", str(tmp_path / "bad.ckpt")],
     }[case]
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    (tmp_path / "bad.ckpt").write_text("garbage\n")
     if case == "run folder under a file":
         (tmp_path / "file").write_text("x")
         run = tmp_path / "file" / "run"
