@@ -62,3 +62,15 @@ def test_readme_reads_only_files_an_earlier_command_writes() -> None:
         for flag, value in zip(args, args[1:], strict=False):
             if flag in ("--json", "--out"):
                 written.add(value)
+
+
+def test_makefile_moves_every_fit_with_run_dir() -> None:
+    """Every ``pourlit fit`` the Makefile runs puts its whole run under one ``--run_dir``, not
+    the trainer, logger and checkpoint folders flag by flag."""
+    make = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    fits = [ln for ln in make.splitlines() if "$(DEMO_FIT)" in ln or "pourlit fit" in ln]
+    fits = [ln for ln in fits if not ln.startswith(("#", "DEMO_FIT"))]
+    assert len(fits) >= 5, fits
+    for line in fits:
+        assert "--run_dir" in line, line
+        assert "default_root_dir" not in line and "dirpath" not in line, line
