@@ -6,7 +6,10 @@ Every checkpoint pourlit writes records its kind under ``pourlit_kind``: ``rl`` 
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,7 +45,14 @@ def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
     weights, buffers, hyperparameters and kind only (no optimiser, loop or callback state, so
     not for resuming); an RL checkpoint keeps its counters (env steps, episodes, updates)."""
     src, dst = Path(src), Path(dst)
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: checkpoint not found")
+    try:
+        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
+        raise ValueError(f"{src}: not a pourlit checkpoint ({type(e).__name__})") from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{src}: not a Lightning checkpoint")
     keep = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step")
     missing = [k for k in ("state_dict", "hyper_parameters") if k not in ckpt]
     if missing:
@@ -53,8 +63,27 @@ def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
         small["pourlit_rl"] = {
             k: ckpt["pourlit_rl"][k] for k in ("env_steps", "episodes", "updates")
         }
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    torch.save(small, tmp)
-    tmp.replace(dst)
+    save_atomic(small, dst)
     return dst
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` that never leaves a partial file: ``obj`` is serialised in memory, written
+    to a hidden temporary file beside ``path``, fsynced and renamed over it (torch's own file
+    writer turns a full disk into a RuntimeError and leaves the partial file). A failed write
+    removes the temporary file, keeps any previous file at ``path`` intact and raises an
+    OSError naming ``path``."""
+    final = Path(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(final)) from e

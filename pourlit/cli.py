@@ -46,6 +46,22 @@ def check_output(path: str | Path | None, what: str = "output") -> None:
         raise OSError(e.errno, f"{what} not writable ({e.strerror})", str(p)) from None
 
 
+def write_output(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a hidden temporary file renamed over it: a failed
+    write (a full disk) leaves no partial file and raises an OSError naming ``path``."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(p)) from e
+
+
 def _cmd_collect(args: argparse.Namespace) -> int:
     from pourlit.collect import collect, load_collect_config
 
@@ -121,16 +137,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         video=args.video,
         progress=not args.quiet,
         mode=args.mode,
+        report=lambda r: print(json.dumps(r), flush=True),  # before any write: none loses it
     )
-    print(json.dumps(result), flush=True)  # first: a failed write below loses nothing
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_output(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from pourlit.checkpoints import export_checkpoint
 
+    check_output(args.dst, "dst")
     out = export_checkpoint(args.src, args.dst)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
@@ -178,7 +195,7 @@ def _cmd_scene(args: argparse.Namespace) -> int:
     check_output(args.output, "-o")
     spec.compile()
     out = Path(args.output)
-    out.write_text(spec.to_xml())
+    write_output(out, spec.to_xml())
     print(f"wrote {out} (open with: python -m mujoco.viewer --mjcf {out})")
     return 0
 

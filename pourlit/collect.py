@@ -26,6 +26,7 @@ from tqdm import tqdm
 from pourlit import __version__
 from pourlit.data.folder import FolderLock, file_record, remove_stale_temps, update_summary
 from pourlit.data.rollout import next_free_index, rollout_path, write_episode
+from pourlit.errors import yaml_reason
 from pourlit.expert.pour import ScriptedPourExpert
 from pourlit.rl.acting import PriorPolicy
 from pourlit.rl.handover import Handover
@@ -98,7 +99,7 @@ def load_collect_config(path: str | os.PathLike[str] | None, overrides: dict) ->
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+            raise ConfigError(f"{p}: not valid YAML ({yaml_reason(e)})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping of settings at the top level")
         known = {f.name for f in fields(CollectConfig)}
@@ -146,6 +147,8 @@ def _load_learner(cfg: CollectConfig) -> PriorPolicy | None:
     try:
         learner = PriorPolicy(cfg.learner, cfg.num_envs, seed=cfg.seed)
     except Exception as e:  # not a checkpoint, or not a skill checkpoint
+        if str(e).startswith(f"{cfg.learner}: "):  # already names the file and what is wrong
+            raise ConfigError(str(e)) from e
         raise ConfigError(f"{cfg.learner}: not a skill checkpoint ({e})") from e
     sizes = (learner.skills.state_dim, learner.skills.action_dim)
     if sizes != (OBS_DIM, len(ACTION_NAMES)):

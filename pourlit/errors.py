@@ -31,6 +31,25 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+def _raised_by_pourlit(e: BaseException) -> bool:
+    """Whether pourlit's own code raised ``e`` (a message written for the user), whatever its
+    class: the innermost frame of its traceback is in a pourlit module."""
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("pourlit")
+
+
+def yaml_reason(e: BaseException) -> str:
+    """One line for a YAML parse error: where in the file and what is wrong."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
 def _is_write_failure(e: BaseException) -> bool:
     return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or type(e).__name__ == (
         "RolloutWriteError"
@@ -61,8 +80,8 @@ def error_line(exc: BaseException) -> str:
     """The text after ``pourlit: error:``, one line.
 
     A full disk anywhere in the chain wins (``<path>: no space left on device``); else the
-    outermost pourlit error (it names its file; pourlit wraps its own errors only to add
-    where), else the innermost OSError or ValueError: the
+    outermost error of a pourlit class or raised by pourlit's code (it names its file; pourlit
+    wraps errors only to add where), else the innermost OSError or ValueError: the
     real cause behind Lightning's and jsonargparse's wrappers. OSErrors read ``<path>: <reason>``;
     jsonargparse's multi-line messages keep the lines that name the option, not value dumps."""
     chain = _chain(exc)
@@ -73,7 +92,7 @@ def error_line(exc: BaseException) -> str:
             named = next((str(e) for e in chain if type(e).__name__ == "RolloutWriteError"), "")
             return named or "no space left on device"
         return f"{where}: no space left on device"
-    ours = [e for e in chain if type(e).__module__.startswith("pourlit")]
+    ours = [e for e in chain if type(e).__module__.startswith("pourlit") or _raised_by_pourlit(e)]
     others = [e for e in chain if isinstance(e, (OSError, ValueError))]
     for e in [*ours, *reversed(others)]:
         if isinstance(e, OSError) and e.filename is not None:

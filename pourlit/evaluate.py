@@ -9,6 +9,7 @@ uses too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ def evaluate(
     video: str | Path | None = None,
     progress: bool = True,
     mode: str = "both",
+    report: Callable[[dict], None] | None = None,
 ) -> dict:
     """Evaluate an RL checkpoint, a skill checkpoint (prior rollouts) or the expert; returns
     the metrics dict.
@@ -84,7 +86,10 @@ def evaluate(
     ``mode`` (RL checkpoints): ``sampled`` (how the agent acts: a sample of pi, or the best of
     its candidate skills by Q when the checkpoint was trained with skill selection), ``mean``
     (z = m tanh(mu(s))), or ``both``: the sampled episodes give the headline metrics and the
-    mean-skill ones are added under ``mean_skill``, on the same seeds."""
+    mean-skill ones are added under ``mean_skill``, on the same seeds.
+
+    ``report`` is called with the metrics before ``video`` is written, so a failed video write
+    (a full disk) loses no results."""
     if mode not in ("sampled", "mean", "both"):
         raise ValueError(f"mode must be sampled, mean or both, got {mode!r}")
     if episodes < 1 or num_envs < 1:
@@ -121,7 +126,8 @@ def evaluate(
             )
         call, begin = prior, prior.begin
     try:
-        result = run_episodes(env, call, begin, episodes, seed, video, progress)
+        frames: list | None = [] if video is not None else None
+        result = run_episodes(env, call, begin, episodes, seed, frames, progress)
         if kind == "rl" and mode == "both":
             mean = AgentPolicy(hl.module, num_envs, "mean", seed)
             extra = run_episodes(env, mean, mean.begin, episodes, seed, None, progress)
@@ -138,4 +144,12 @@ def evaluate(
         result["policy"] += f" ({hl.name})"
     result["seed"] = seed
     result["reward"] = env.cfg.reward  # the return above is in this env's reward
+    if frames:
+        result["video"] = str(video)
+    if report is not None:
+        report(result)
+    if frames:
+        from pourlit.sim.render import write_video
+
+        write_video(frames, video)
     return result

@@ -31,7 +31,8 @@ import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from pourlit.errors import debug, error_line, exit_code, reportable
+from pourlit.checkpoints import save_atomic
+from pourlit.errors import debug, error_line, exit_code, reportable, yaml_reason
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -43,24 +44,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
-        import io
+        save_atomic(checkpoint, path)
 
-        import torch
-
-        final = Path(path)
-        buf = io.BytesIO()
-        torch.save(checkpoint, buf)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Torch's load, with a file that is not a checkpoint (``--ckpt_path``) named."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(errno.ENOENT, "checkpoint not found", str(path))
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(buf.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise OSError(e.errno, e.strerror, str(final)) from e
+            return super().load_checkpoint(path, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
+            raise ValueError(f"{path}: not a Lightning checkpoint ({type(e).__name__})") from e
 
 
 class _RunDirCLI(LightningCLI):
@@ -73,6 +66,17 @@ class _RunDirCLI(LightningCLI):
             default=None,
             help="put the whole run (logs, every checkpoint, the config copy) under this folder",
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads ``--ckpt_path``'s hyperparameters first: a file that is not a
+        checkpoint is one line naming it, not torch's traceback."""
+        try:
+            super()._parse_ckpt_path()
+        except Exception as e:
+            if reportable(e):
+                raise
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            raise ValueError(f"{path}: not a Lightning checkpoint ({type(e).__name__})") from e
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -160,6 +164,20 @@ def _gives_data(args: list[str]) -> bool:
     return not _config_paths(args)  # no config at all: the skills CLI (its --help)
 
 
+def _check_configs(args: list[str]) -> None:
+    """A ``-c`` file that is not valid YAML: one line naming the file and the position
+    (jsonargparse's own message names neither)."""
+    import yaml
+
+    for path in _config_paths(args):
+        p = Path(path)
+        if p.is_file():
+            try:
+                yaml.safe_load(p.read_text())
+            except yaml.YAMLError as e:
+                raise ValueError(f"{p}: not valid YAML ({yaml_reason(e)})") from None
+
+
 def run(args: list[str] | None) -> int:
     """Run LightningCLI with ``args`` (e.g. ``["fit", "-c", "configs/skills/spirl_cl.yaml"]``;
     None reads ``sys.argv``). Returns the exit status: 0, or 2 after printing a one-line error
@@ -172,6 +190,7 @@ def run(args: list[str] | None) -> int:
         "parser_kwargs": {"exit_on_error": debug()},
     }
     try:
+        _check_configs(argv)
         if _gives_data(argv):
             PourlitCLI(L.LightningModule, L.LightningDataModule, subclass_mode_data=True, **kwargs)
         else:

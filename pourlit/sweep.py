@@ -51,6 +51,8 @@ from typing import Any
 import lightning as L
 import yaml
 
+from pourlit.errors import yaml_reason
+
 SWEEP_KEYS = {
     "name", "out", "base", "space", "fixed", "search", "num_samples", "metric", "mode",
     "scheduler", "evaluate", "resources", "max_concurrent",
@@ -94,7 +96,7 @@ def load_sweep(path: str | os.PathLike[str], out: str | None = None) -> SweepSpe
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise SweepConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise SweepConfigError(f"{p}: not valid YAML ({yaml_reason(e)})") from None
     if not isinstance(raw, dict):
         raise SweepConfigError(f"{p}: expected a mapping of sweep keys")
     unknown = sorted(set(raw) - SWEEP_KEYS)

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from skill_fixtures import write_dataset
@@ -26,6 +27,7 @@ from pourlit.data import read_episode
 from pourlit.data.folder import SUMMARY_NAME
 from pourlit.errors import error_line, exit_code
 from pourlit.lightning_cli import AtomicCheckpointIO
+from pourlit.sim.render import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SKILL_CKPT = ROOT / "checkpoints/skills/spirl_cl.ckpt"
@@ -102,6 +104,12 @@ def skills_fit(data_dir: Path | str, run: Path, *extra: str) -> list[str]:
         ("missing skill checkpoint", "nothing.ckpt: skill checkpoint not found"),
         ("missing config file", "nope.yaml"),
         ("run folder under a file", "run: Not a directory"),
+        ("malformed config file", "bad.yaml: not valid YAML (line 2, column 1: expected the"),
+        ("malformed ckpt_path", "bad.ckpt: not a Lightning checkpoint (UnpicklingError)"),
+        (
+            "malformed skill checkpoint",
+            "bad.ckpt: not a pourlit skill checkpoint (UnpicklingError)",
+        ),
     ],
 )
 def test_rl_fit_errors_are_one_line(tmp_path: Path, case: str, expected: str) -> None:
@@ -116,7 +124,12 @@ def test_rl_fit_errors_are_one_line(tmp_path: Path, case: str, expected: str) ->
         ],
         "missing config file": ["-c", str(tmp_path / "nope.yaml")],
         "run folder under a file": [],
+        "malformed config file": ["-c", str(tmp_path / "bad.yaml")],
+        "malformed ckpt_path": ["--ckpt_path", str(tmp_path / "bad.ckpt")],
+        "malformed skill checkpoint": ["--model.init_args.skill_ckpt", str(tmp_path / "bad.ckpt")],
     }[case]
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    (tmp_path / "bad.ckpt").write_text("garbage\n")
     if case == "run folder under a file":
         (tmp_path / "file").write_text("x")
         run = tmp_path / "file" / "run"
@@ -240,6 +253,26 @@ def test_rl_fit_on_a_full_disk(tmp_path: Path) -> None:
         assert not list(disk.rglob("*.ckpt")) and not list(disk.rglob(".*tmp*"))
 
 
+def test_skill_fit_on_a_full_disk(small_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """Lightning's checkpoint write failing in a skill run (injected ENOSPC; the RL run's test
+    above fills a real tmpfs)."""
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run = tmp_path / "run"
+    args = skills_fit(small_data, run, "--data.init_args.batch_size", "4")
+    args += ["--model.init_args.hidden", "16", "--data.init_args.windows_per_epoch", "8"]
+    monkeypatch.setattr(os, "fsync", full)
+    rc, _, err = run_cli(args)
+    monkeypatch.undo()
+    assert rc == 1, err
+    line = the_error(err)
+    assert line.startswith(f"pourlit: error: {run / 'checkpoints'}/"), line
+    assert line.endswith(".ckpt: no space left on device"), line
+    assert not list(run.rglob("*.ckpt")) and not list(run.rglob(".*tmp*"))
+
+
 # -- full disk: collect ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_collect_on_a_full_disk(tmp_path: Path) -> None:
@@ -278,14 +311,112 @@ def test_evaluate_checks_json_before_running(tmp_path: Path, monkeypatch) -> Non
 def test_evaluate_prints_metrics_when_the_json_write_fails(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "m.json"
 
-    def fake_evaluate(*args, **kwargs):
+    def fake_evaluate(*args, report, **kwargs):
+        result = {"success_rate": 0.5, "episodes": 2}
+        report(result)
         target.mkdir()  # the path turns unwritable while the evaluation runs
-        return {"success_rate": 0.5, "episodes": 2}
+        return result
 
     monkeypatch.setattr(pourlit.evaluate, "evaluate", fake_evaluate)
     rc, out, err = run_cli(["evaluate", "--policy", "expert", "--json", str(target)])
     assert json.loads(out) == {"success_rate": 0.5, "episodes": 2}  # the work is not lost
     assert rc == 2 and str(target) in the_error(err)
+
+
+def test_evaluate_json_on_a_full_disk(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "m.json"
+
+    def fake_evaluate(*args, report, **kwargs):
+        report({"success_rate": 0.5})
+        return {"success_rate": 0.5}
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pourlit.evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(os, "fsync", full)
+    rc, out, err = run_cli(["evaluate", "--policy", "expert", "--json", str(target)])
+    monkeypatch.undo()
+    assert json.loads(out) == {"success_rate": 0.5}
+    assert rc == 1 and the_error(err) == f"pourlit: error: {target}: no space left on device"
+    assert list(tmp_path.iterdir()) == []  # neither a partial m.json nor a temporary file
+
+
+def test_evaluate_prints_metrics_when_the_video_write_fails(tmp_path: Path, monkeypatch) -> None:
+    video = tmp_path / "v.mp4"
+
+    def fake_episodes(env, call, begin, episodes, seed, frames, progress):
+        frames.extend(np.zeros((8, 240, 320, 3), np.uint8))
+        video.mkdir()  # the path turns unwritable while the evaluation runs
+        return {"success_rate": 1.0, "episodes": 1}
+
+    monkeypatch.setattr(pourlit.evaluate, "run_episodes", fake_episodes)
+    args = ["evaluate", "--policy", "expert", "--episodes", "1", "--num-envs", "1", "-q"]
+    rc, out, err = run_cli([*args, "--video", str(video)])
+    result = json.loads(out)  # the work is not lost
+    assert result["success_rate"] == 1.0 and result["video"] == str(video)
+    assert rc == 2 and the_error(err).startswith(f"pourlit: error: {video}: ")
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]  # no temporary video left
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_video_write_on_a_full_disk(tmp_path: Path, suffix: str) -> None:
+    frames = np.random.default_rng(0).integers(0, 255, (20, 240, 320, 3), dtype=np.uint8)
+    with tmpfs(tmp_path / "disk", "20k") as disk:
+        with pytest.raises(OSError) as exc:  # ffmpeg itself ignores its write errors
+            write_video(list(frames), disk / f"v{suffix}")
+        assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(disk / f"v{suffix}")
+        assert error_line(exc.value) == f"{disk / f'v{suffix}'}: no space left on device"
+        assert list(disk.iterdir()) == []  # no partial video, no temporary file
+
+
+def test_export_errors_are_one_line(tmp_path: Path, monkeypatch) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_text("garbage\n")
+    rc, _, err = run_cli(["export", str(bad), str(tmp_path / "out.ckpt")])
+    assert (
+        rc == 2
+        and the_error(err) == f"pourlit: error: {bad}: not a pourlit checkpoint (ValueError)"
+    )
+    (tmp_path / "folder").mkdir()
+    rc, _, err = run_cli(["export", str(bad), str(tmp_path / "folder")])  # checked before loading
+    assert rc == 2 and "folder: dst path is a folder" in the_error(err)
+    rc, _, err = run_cli(["evaluate", "--ckpt", str(bad), "--episodes", "1"])
+    assert (
+        rc == 2
+        and the_error(err) == f"pourlit: error: {bad}: not a pourlit checkpoint (ValueError)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt", "folder"]
+
+
+def test_export_on_a_full_disk(tmp_path: Path, monkeypatch) -> None:
+    src = ROOT / "checkpoints/skills/flat_prior.ckpt"
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    dst = tmp_path / "out" / "small.ckpt"
+    monkeypatch.setattr(os, "fsync", full)
+    rc, _, err = run_cli(["export", str(src), str(dst)])
+    monkeypatch.undo()
+    assert rc == 1 and the_error(err) == f"pourlit: error: {dst}: no space left on device"
+    assert list(dst.parent.iterdir()) == []
+    with tmpfs(tmp_path / "disk", "100k") as disk:  # torch's own writer: a RuntimeError
+        rc, _, err = run_cli(["export", str(src), str(disk / "small.ckpt")])
+        assert rc == 1
+        assert the_error(err) == f"pourlit: error: {disk / 'small.ckpt'}: no space left on device"
+        assert list(disk.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["collect", "sweep"])
+def test_malformed_yaml_is_one_line(tmp_path: Path, command: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [\n")
+    rc, _, err = run_cli([command, "-c", str(bad)])
+    assert rc == 2 and the_error(err) == (
+        f"pourlit: error: {bad}: not valid YAML (line 2, column 1: expected the node content, "
+        "but found '<stream end>')"
+    )
 
 
 @pytest.mark.parametrize("command", ["report", "scene"])

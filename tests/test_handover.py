@@ -114,7 +114,11 @@ def test_missing_or_foreign_learner_is_one_line_and_writes_nothing(tmp_path) -> 
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_bytes(b"not a checkpoint")
     rc, _, err = run_cli(["collect", "--out", str(out), "-q", "--learner", str(bogus)])
-    assert rc == 2 and f"{bogus}: not a skill checkpoint" in one_error_line(err)
+    assert (
+        one_error_line(err)
+        == f"pourlit: error: {bogus}: not a pourlit skill checkpoint (UnpicklingError)"
+    )
+    assert rc == 2
     rc, _, err = run_cli(["collect", "--out", str(out), "-q", "--handover-delay", "-1"])
     assert rc == 2 and "handover_delay must be >= 0" in one_error_line(err)
     assert not out.exists()

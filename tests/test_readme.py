@@ -47,3 +47,30 @@ def test_readme_command_parses(args: list[str], monkeypatch) -> None:
         assert exc.value.code == 0 and "model:" in out.getvalue()
     else:
         build_parser().parse_args(args)  # argparse exits (code 2) on anything it rejects
+
+
+def test_readme_reads_only_files_an_earlier_command_writes() -> None:
+    """In the order written: every ``--eval LABEL=PATH`` was written by an earlier
+    ``--json PATH``, every ``--data.init_args.data_dir`` by an earlier ``collect --out``."""
+    written: set[str] = set()
+    for args in COMMANDS:
+        for flag, value in zip(args, args[1:], strict=False):
+            if flag == "--eval":
+                assert value.partition("=")[2] in written, args
+            if flag == "--data.init_args.data_dir":
+                assert value in written, args
+        for flag, value in zip(args, args[1:], strict=False):
+            if flag in ("--json", "--out"):
+                written.add(value)
+
+
+def test_makefile_moves_every_fit_with_run_dir() -> None:
+    """Every ``pourlit fit`` the Makefile runs puts its whole run under one ``--run_dir``, not
+    the trainer, logger and checkpoint folders flag by flag."""
+    make = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    fits = [ln for ln in make.splitlines() if "$(DEMO_FIT)" in ln or "pourlit fit" in ln]
+    fits = [ln for ln in fits if not ln.startswith(("#", "DEMO_FIT"))]
+    assert len(fits) >= 5, fits
+    for line in fits:
+        assert "--run_dir" in line, line
+        assert "default_root_dir" not in line and "dirpath" not in line, line

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,16 +43,16 @@ def run_episodes(
     begin: Callable[[np.ndarray], None],
     episodes: int,
     seed: int,
-    video: str | Path | None = None,
+    frames: list[np.ndarray] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run ``episodes`` episodes (the first ``episodes`` to finish, from seeded resets)."""
+    """Run ``episodes`` episodes (the first ``episodes`` to finish, from seeded resets); when
+    ``frames`` is a list, env 0's first episode is rendered into it."""
     stats = EpisodeStats()
     obs = env.reset(seed=seed)
     begin(np.arange(env.num_envs))
-    frames: list[np.ndarray] = []
     renderer = None
-    if video is not None:
+    if frames is not None:
         from pourlit.sim.render import Renderer
 
         renderer = Renderer(env.model, 240, 320, "front")
@@ -76,7 +75,7 @@ def run_episodes(
                 stats.lengths.append(int(info["episode_step"][i]))
                 bar.update(1)
                 bar.set_postfix(success=f"{np.mean(stats.success):.2f}")
-                if renderer is not None and i == 0 and len(frames) > 0:
+                if renderer is not None and i == 0 and frames:
                     renderer.close()
                     renderer = None
             if len(ended):
@@ -88,9 +87,4 @@ def run_episodes(
     wall = time.perf_counter() - start
     result = stats.summary()
     result["env_steps_per_s"] = round(steps / wall, 1)
-    if video is not None and frames:
-        from pourlit.sim.render import write_video
-
-        write_video(frames, video)
-        result["video"] = str(video)
     return result

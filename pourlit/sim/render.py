@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -58,23 +60,58 @@ def check_video_path(path: str | os.PathLike[str]) -> Path:
 
 
 def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps: int = 25) -> Path:
-    """Write RGB frames to ``path`` (``.mp4`` via ffmpeg or ``.gif``); returns the path."""
+    """Write RGB frames to ``path`` (``.mp4`` via ffmpeg or ``.gif``); returns the path.
+
+    The video is written to a hidden temporary file beside ``path`` and renamed over it, so a
+    failed write (a full disk) leaves no partial video: the temporary file is removed and an
+    OSError names ``path``. ffmpeg ignores its own write errors, so an mp4 is read back (its
+    frames counted) before the rename."""
     import imageio.v2 as imageio
 
     path = check_video_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    kwargs = {"fps": fps}
-    if suffix == ".mp4":
-        kwargs.update(codec="libx264", quality=7, macro_block_size=8)
-    else:
-        kwargs = {"duration": 1000 / fps, "loop": 0}
-    n = 0
-    with imageio.get_writer(path, **kwargs) as w:
-        for f in frames:
-            w.append_data(f)
-            n += 1
-    if n == 0:
-        path.unlink(missing_ok=True)
-        raise ValueError(f"{path}: no frames to write")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".gif":  # encoded in memory, written with plain writes
+            stack = list(frames)
+            if not stack:
+                raise ValueError(f"{path}: no frames to write")
+            data = imageio.mimwrite("<bytes>", stack, format="GIF", duration=1000 / fps, loop=0)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            n = 0
+            kwargs = {"fps": fps, "codec": "libx264", "quality": 7, "macro_block_size": 8}
+            with imageio.get_writer(tmp, ffmpeg_log_level="quiet", **kwargs) as w:
+                for f in frames:
+                    w.append_data(f)
+                    n += 1
+            if n == 0:
+                raise ValueError(f"{path}: no frames to write")
+            if _mp4_frames(tmp) != n:
+                full = shutil.disk_usage(tmp.parent).free < 1 << 20
+                raise OSError(
+                    errno.ENOSPC if full else errno.EIO,
+                    os.strerror(errno.ENOSPC) if full else "ffmpeg wrote no valid video",
+                    str(path),
+                )
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _mp4_frames(path: Path) -> int:
+    """Frames ffmpeg reads back from ``path`` (0 if it cannot read the file)."""
+    import imageio_ffmpeg
+
+    try:
+        return imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+    except (RuntimeError, OSError, ValueError):
+        return 0

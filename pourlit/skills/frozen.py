@@ -3,6 +3,7 @@ the config they were trained with (shared by ``SkillPrior`` and ``ActionPrior``)
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,4 +55,6 @@ def load_module(module_cls: Any, path: str | Path, what: str, map_location: str 
         return module_cls.load_from_checkpoint(p, map_location=map_location)
     except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a bad file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError):  # not a checkpoint: torch's advice is noise
+            reason = type(e).__name__
         raise ValueError(f"{p}: not a pourlit {what} checkpoint ({reason})") from e
