@@ -167,11 +167,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     _prepare_out_dir(out)
     lock = FolderLock(out)
-    slot = lock.claim_slot()
+    slot = lock.claim_slot(cfg.rank)
     remove_stale_temps(out)  # left by a collector killed mid-write
     # A fresh folder is seeded by (seed, rank) alone; a run that continues a folder also mixes
     # in its first file index, so re-running the same command adds new episodes, not copies,
-    # and a collector running beside others in the folder (slot > 0) mixes in its slot.
+    # and a collector running beside others of its rank in the folder (slot > 0) mixes in its slot.
     first = next_free_index(out, cfg.rank, cfg.world_size)
     entropy = [cfg.seed, cfg.rank] if first == cfg.rank else [cfg.seed, cfg.rank, first]
     if slot > 0:

@@ -459,6 +459,45 @@ def test_concurrent_collectors_share_a_folder(tmp_path: Path) -> None:
     assert summary["files"] == 10 and summary["episodes_written"] == 10
 
 
+def _hold_slot(folder: Path, rank: int) -> tuple[subprocess.Popen, int]:
+    """Another live collector of ``rank`` in ``folder``: a process holding a slot lock (until
+    its stdin closes), and the slot it got."""
+    code = (
+        "import sys; from pourlit.data.folder import FolderLock; "
+        f"lock = FolderLock({str(folder)!r}); print(lock.claim_slot({rank}), flush=True); "
+        "sys.stdin.read()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    return proc, int(proc.stdout.readline())
+
+
+def test_ranked_collectors_keep_their_seeds_whichever_starts_first(tmp_path: Path) -> None:
+    """``make demo``'s two collectors (--rank 0/1) record the episodes of (seed, rank) alone,
+    not ones that depend on which process took the folder's first slot."""
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text(SHORT_COLLECT)
+    args = ["--episodes", "2", "--num-envs", "1", "--rank", "1", "--world-size", "2", "-q"]
+    assert cli("collect", "-c", str(cfg), "--out", str(tmp_path / "alone"), *args).returncode == 0
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    first, slot = _hold_slot(shared, rank=0)  # rank 0 started first
+    second, slot_again = _hold_slot(shared, rank=0)  # a second collector of rank 0
+    try:
+        assert (slot, slot_again) == (0, 1)  # one rank's concurrent collectors: distinct slots
+        assert cli("collect", "-c", str(cfg), "--out", str(shared), *args).returncode == 0
+    finally:
+        first.communicate("")
+        second.communicate("")
+    runs = json.loads((shared / SUMMARY_NAME).read_text())["runs"]
+    assert [r["slot"] for r in runs] == [0]  # rank 1 took its own slot 0
+
+    def seeds(folder: Path) -> list[int]:
+        return [int(read_episode(f).attrs["seed"]) for f in sorted(folder.glob("rollout_*.h5"))]
+
+    assert len(seeds(shared)) == 2 and seeds(shared) == seeds(tmp_path / "alone")
+
+
 def test_summary_covers_every_file_after_reruns_and_a_kill(tmp_path: Path) -> None:
     cfg = tmp_path / "short.yaml"
     cfg.write_text(SHORT_COLLECT)

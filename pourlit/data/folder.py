@@ -1,8 +1,10 @@
 """A rollout folder that several collectors share: collector slots and the folder's summary.json.
 
 Any number of ``pourlit collect`` processes may write into one folder at once, with or without
-``--rank``. Each takes a *slot* (the lowest one no running collector holds), which it mixes into
-its episode seeds, so concurrent collectors record different episodes; file names are claimed
+``--rank``. Each takes a *slot* (the lowest one no running collector of its rank holds), and a
+slot above 0 is mixed into its episode seeds, so concurrent collectors of one rank record
+different episodes, while collectors of different ranks keep the seeds of (seed, rank) alone,
+whichever of them starts first; file names are claimed
 atomically when a file is published (``write_episode`` never replaces a file), and a collector
 whose name was taken moves on to the next free one.
 
@@ -44,9 +46,13 @@ from pourlit.data.rollout import (
 SUMMARY_NAME = "summary.json"
 
 
+RANK_STRIDE = 1 << 16  # lock bytes per slot level: ranks below 65536 never share a byte
+
+
 class FolderLock:
     """Locks of one rollout folder: byte 0 of the lock file guards ``summary.json``, byte
-    ``1 + k`` is collector slot ``k`` (held until :meth:`close` or the process ends)."""
+    ``1 + rank + k * RANK_STRIDE`` is slot ``k`` of collectors of ``rank`` (held until
+    :meth:`close` or the process ends)."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         key = hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:16]
@@ -57,13 +63,17 @@ class FolderLock:
             self.fd = None
         self._threads = threading.Lock()  # record locks do not exclude a process's own threads
 
-    def claim_slot(self) -> int:
-        """The lowest slot no other live collector holds; it stays held until :meth:`close`."""
+    def claim_slot(self, rank: int = 0) -> int:
+        """The lowest slot no other live collector of the same ``rank`` holds; it stays held
+        until :meth:`close`. Collectors of different ranks each get slot 0 whichever starts
+        first, so their seeds (which mix in a slot above 0) do not depend on a start race."""
         if self.fd is None:
             return 0
+        if not 0 <= rank < RANK_STRIDE:
+            raise ValueError(f"rank must be in [0, {RANK_STRIDE}), got {rank}")
         for k in itertools.count():
             try:
-                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1 + k)
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1 + rank + k * RANK_STRIDE)
                 return k
             except OSError as e:
                 if e.errno not in (errno.EACCES, errno.EAGAIN):
