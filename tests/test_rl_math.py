@@ -10,8 +10,6 @@ from torch import nn
 
 from pourlit.rl.buffer import ReplayBuffer
 from pourlit.rl.sac import (
-    HL_KEYS,
-    HLTransitionBuilder,
     alpha_loss,
     critic_loss,
     critic_target,
@@ -23,6 +21,7 @@ from pourlit.rl.sac import (
     squashed_sample,
 )
 from pourlit.rl.select import best_by_q, squashed_samples
+from pourlit.rl.transitions import HL_KEYS, HLTransitionBuilder
 from pourlit.skills.nets import DiagGaussian
 
 LOG_2PI = math.log(2 * math.pi)

@@ -83,14 +83,16 @@ def test_twin_critic_shapes() -> None:
 
 
 def test_ssp_mode_uses_unit_gaussian_and_no_prior_init() -> None:
+    from pourlit.rl.update import divergence_target
+
     m = _small_module(prior="unit", prior_init=False)
     s = _states(m.space, 8)
-    d = m.prior_dist(s)
+    d = divergence_target(m, s)
     assert torch.equal(d.mu, torch.zeros(8, m.space.latent_dim))
     assert torch.equal(d.log_sigma, torch.zeros(8, m.space.latent_dim))
     assert not torch.allclose(m.policy(s).mu, m.space.prior_dist(s).mu)
     learned = _small_module()
-    torch.testing.assert_close(learned.prior_dist(s).mu, learned.space.prior_dist(s).mu)
+    torch.testing.assert_close(divergence_target(learned, s).mu, learned.space.prior_dist(s).mu)
     torch.testing.assert_close(learned.policy(s).mu, learned.space.prior_dist(s).mu)
 
 
@@ -312,6 +314,8 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
     assert t_res.global_step == 20 and resumed.updates == full.updates == 20
     assert resumed.env_steps == full.env_steps and resumed.episodes == full.episodes
     assert full.episodes >= 1  # episodes ended (and envs auto-reset) during the run
+    from pourlit.rl.state import env_state
+
     a, b = _params(full), _params(resumed)
     assert a.keys() == b.keys()
     for k in a:
@@ -320,7 +324,7 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
     for k in full.replay.specs:
         a_k, b_k = full.replay.data[k], resumed.replay.data[k]  # (NaN: returns still open)
         torch.testing.assert_close(a_k, b_k, rtol=0, atol=0, equal_nan=True, msg=k)
-    env_a, env_b = full._env_state(), resumed._env_state()  # kept when fit closed the envs
+    env_a, env_b = env_state(full), env_state(resumed)  # kept when fit closed the envs
     assert torch.equal(env_a["obs"], env_b["obs"])
     assert torch.equal(env_a["physics"]["state"], env_b["physics"]["state"])
     opt_a = full.trainer.optimizers[0].state_dict()["state"]
@@ -461,6 +465,7 @@ def test_fit_mixes_demonstrations_into_every_batch(tmp_path: Path) -> None:
 
     from pourlit.data.rollout import list_rollouts, read_episode
     from pourlit.rl.returns import MC_KEY
+    from pourlit.rl.update import sample_batch
 
     demos = write_dataset(tmp_path / "demos", episodes=3)  # 30-60 steps each, H = 10
     m = _small_module(value_target="mc", demo_dir=str(demos), demo_fraction=0.25)
@@ -468,7 +473,7 @@ def test_fit_mixes_demonstrations_into_every_batch(tmp_path: Path) -> None:
     windows = sum(-(-len(read_episode(p).states) // 10) for p in list_rollouts(demos))
     assert m.updates == 3 and m.demos is not None and len(m.demos) == windows
     assert len(m.replay) < 16 + 8  # the agent's own only
-    batch = m.sample_batch()
+    batch = sample_batch(m)
     demo_obs = m.demos.data["obs"]
     from_demos = [(demo_obs == row).all(dim=1).any().item() for row in batch["obs"]]
     assert from_demos == [False] * 12 + [True] * 4

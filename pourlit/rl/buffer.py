@@ -123,3 +123,13 @@ class ReplayBuffer:
             v[:size] = state["data"][k].to(self.device, v.dtype)
             v[size:] = 0
         self.pos, self.size = int(state["pos"]), size
+
+    def to(self, device: torch.device | str) -> ReplayBuffer:
+        """This buffer if it is on ``device`` already, else a copy there (same capacity,
+        specs, dtypes, rows and write position)."""
+        if torch.device(device) == self.device:
+            return self
+        dtypes = {k: v.dtype for k, v in self.data.items()}
+        moved = ReplayBuffer(self.capacity, self.specs, device, dtypes)
+        moved.load_state_dict(self.state_dict())
+        return moved

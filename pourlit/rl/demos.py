@@ -27,6 +27,7 @@ non-zero there (the jaws are open, nothing is lifted, no liquid has moved),
 
 from __future__ import annotations
 
+import contextvars
 import math
 from pathlib import Path
 
@@ -34,8 +35,12 @@ import numpy as np
 import torch
 
 from pourlit.data.rollout import list_rollouts, read_episode
+from pourlit.rl.buffer import ReplayBuffer
 from pourlit.rl.returns import MC_KEY, discounted_returns
+from pourlit.rl.transitions import hl_replay
 from pourlit.sim.task import OBS_NAMES
+from pourlit.skills.frozen import load_module
+from pourlit.skills.module import SkillPriorModule
 
 DEMO_LABELS = ("actions", "expert_actions")  # which recorded actions the encoder reads
 _GRASP_OFFSET = [OBS_NAMES.index(f"bottle_grasp_minus_tcp_{a}") for a in "xyz"]
@@ -134,3 +139,27 @@ def demo_transitions(
     if not math.isfinite(float(out["z"].abs().sum())):
         raise ValueError(f"{data_dir}: the skill encoder gave non-finite latents for the demos")
     return out
+
+
+def demo_replay(
+    skill_ckpt: str,
+    data_dir: str | Path,
+    reward: str,
+    gamma: float,
+    action_scale: float,
+    labels: str,
+    returns: bool,
+    device: torch.device | str,
+) -> ReplayBuffer:
+    """``demo_transitions`` of ``data_dir``, encoded by the skill checkpoint ``skill_ckpt``, in
+    a buffer of their own that they fill exactly; with ``returns`` their Monte Carlo returns
+    too. The checkpoint loads in a fresh contextvars context (see ``SACModule.__init__``)."""
+    load = contextvars.Context().run
+    skills = load(load_module, SkillPriorModule, skill_ckpt, "skill").eval()
+    rows = demo_transitions(data_dir, skills, reward, gamma, action_scale, labels)
+    if not returns:
+        rows.pop(MC_KEY)
+    state_dim, latent_dim = rows["obs"].shape[1], rows["z"].shape[1]
+    buf = hl_replay(state_dim, latent_dim, len(rows["obs"]), device, returns)
+    buf.add(rows)
+    return buf

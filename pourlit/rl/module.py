@@ -1,20 +1,18 @@
 """SACModule: the RL stage, SAC with a learned prior, in skill space (SPiRL, SSP) or in the raw
 action space (the flat baselines). Equations, defaults and update order: docs/algorithm.md,
-sections 2-3; the math is ``pourlit.rl.sac``, what the agent acts in ``pourlit.rl.spaces``.
+sections 2-3. The loop, as Lightning runs it; the methods below appear in this order:
 
-The loop, as Lightning runs it; the methods below appear in this order:
-
-1. build (``__init__``, ``setup``): the space and its frozen prior, the policy (by default a
-   copy of the prior), twin critics, temperature and replay buffer; in ``fit`` the training
-   env, its sizes checked against the space's.
+1. build (``__init__``, ``setup``): the space and its frozen prior (``pourlit.rl.spaces``),
+   the policy (by default a copy of the prior), twin critics, temperature and replay buffer;
+   in ``fit`` the training env, its sizes checked against the space's.
 2. collect (``SkillRolloutCallback``, ``act``): before every training batch the callback
    steps all envs, with a new agent action from ``act`` at each env's decision steps, until
    the module is owed an update (while warming up: until one new transition); finished
    episodes arrive through ``record_episodes``.
 3. warm up (``training_step``): no update while the replay buffer holds fewer than
    ``warmup_transitions`` transitions (``act`` samples the learned prior meanwhile).
-4. update (``training_step`` -> ``update``): at most one SAC update per batch; the first
-   ``critic_warmup_updates`` train the critics only.
+4. update (``training_step`` -> ``pourlit.rl.update.sac_update``): at most one SAC update per
+   batch; the first ``critic_warmup_updates`` train the critics only.
 5. validate (``validation_step``): every ``trainer.limit_train_batches`` batches,
    ``eval_episodes`` episodes from seed ``eval_seed`` in a separate env.
 6. stop: after ``max_env_steps`` collected env steps (``training_step`` sets
@@ -28,10 +26,10 @@ Lightning wiring (docs/architecture.md):
   through Lightning's wrapper; the critic and temperature optimizers are stepped on the wrapped
   torch optimizers (``opt.optimizer.step()``). Warmup batches do no update, so ``max_steps``
   counts updates only.
-- Checkpoints hold the networks, optimisers, log_alpha, the replay buffer, the counters
-  (env_steps, episodes, update credit), the torch RNG states, the training env's full state
-  and (in the rollout callback's state) the running skills: ``--ckpt_path last`` continues
-  exactly where the run stopped (tested: N + resume + N updates == 2N updates).
+- Checkpoints (``pourlit.rl.state``) hold the networks, optimisers, log_alpha, the replay
+  buffer, the counters, the RNG states, the training env's full state and (in the rollout
+  callback's state) the running skills: ``--ckpt_path last`` continues exactly where the run
+  stopped (tested: N + resume + N updates == 2N updates).
 """
 
 from __future__ import annotations
@@ -47,33 +45,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
+from pourlit.rl import state
 from pourlit.rl.acting import AgentPolicy
 from pourlit.rl.buffer import ReplayBuffer
-from pourlit.rl.demos import check_demo_labels, demo_transitions
+from pourlit.rl.demos import demo_replay
 from pourlit.rl.loaders import update_loader, validation_loader
+from pourlit.rl.options import check_options, check_replay_capacity, check_space
 from pourlit.rl.policies import TwinCritic, initial_policy
-from pourlit.rl.residual import ResidualSpace, residual_policy
-from pourlit.rl.returns import MC_KEY, VALUE_TARGETS, mc_critic_target
+from pourlit.rl.residual import ResidualSpace, load_base_agent, residual_policy
 from pourlit.rl.rollout import SkillRolloutCallback
-from pourlit.rl.sac import (
-    alpha_loss,
-    critic_loss,
-    critic_target,
-    entropy_alpha_loss,
-    policy_loss,
-    polyak_update,
-    prior_divergence,
-    squashed_sample,
-)
-from pourlit.rl.select import best_by_q, squashed_samples
+from pourlit.rl.select import best_by_q, candidates, squashed_samples
 from pourlit.rl.spaces import make_env, space_from_checkpoints
-from pourlit.skills.frozen import load_module
-from pourlit.skills.module import SkillPriorModule
-from pourlit.skills.nets import DiagGaussian, unit_gaussian_like
-
-PRIORS = ("learned", "unit", "none", "zero")
-EVAL_MODES = ("sampled", "mean")
-SQUASHES = ("tanh", "prior")
+from pourlit.rl.transitions import hl_replay
+from pourlit.rl.update import sac_update
+from pourlit.skills.nets import DiagGaussian
 
 
 class SACModule(L.LightningModule):
@@ -122,11 +107,9 @@ class SACModule(L.LightningModule):
             that ``pourlit evaluate`` uses by default, so selecting on validation never sees them).
         critic_hidden / critic_layers: size of each twin critic MLP.
         ll_squash: skills only: how decoder outputs become env actions: ``clip`` (default:
-            clamp to [-1, 1], as ``pourlit evaluate``'s prior rollouts do) or ``tanh``
-            (spirl.md). The decoder is trained on raw expert actions, many saturated at +-1, and
-            tanh shrinks those to 0.76: measured 2026-11-25 over the first ~10 warmup episodes
-            of configs/rl/spirl_cl.yaml with the shipped prior, tanh poured 0.06 (success 0.00)
-            and clip 0.64 (success 0.64).
+            clamp to [-1, 1], as ``pourlit evaluate``'s prior rollouts do) or ``tanh`` (SPiRL,
+            which shrinks the decoder's many saturated +-1 actions to 0.76; docs/algorithm.md
+            section 2 has the measurement).
         max_env_steps: stop training once this many env steps (all envs, warmup included) were
             collected: the budget that compares methods acting at different rates (None: only
             ``trainer.max_steps``, which counts gradient updates, bounds the run).
@@ -144,13 +127,9 @@ class SACModule(L.LightningModule):
             selection when ``q_select`` > 0; SPiRL's reference evaluates sampled policies) or
             ``mean`` (z = action_scale * tanh(mu(s))).
         squash: how the pre-tanh u becomes the agent action: ``tanh`` (SPiRL: z = m tanh(u))
-            or ``prior`` (z = m tanh(u / m), slope 1 at 0). The prior q_hat is a Gaussian over z
-            itself, and m tanh(u) doubles (m = 2) every small u: a policy copied from the
-            prior then executes skills twice as far from the prior's mean as the prior's own
-            samples (measured on the shipped prior, 30 validation episodes: prior samples 0.60
-            success, 2 tanh(prior samples) 0.43, 2 tanh(prior samples / 2) 0.67). ``prior`` keeps the
-            PI-initialised policy's skills the prior's own wherever |z| << m. Flat actions
-            (m = 1) are the same under both.
+            or ``prior`` (z = m tanh(u / m), slope 1 at 0, so a PI-initialised policy executes
+            the prior's own skills wherever |z| << m; docs/algorithm.md section 3.1). Flat
+            actions (m = 1) are the same under both.
         value_target: what the critics regress on (``pourlit.rl.returns``): ``td`` (SPiRL:
             the one-step target y of ``critic_target``), ``mc`` (the discounted Monte Carlo
             return G of the transition's own episode, scaled by ``reward_scale``, once the
@@ -179,8 +158,8 @@ class SACModule(L.LightningModule):
             tried 0.01).
         ckpt_hparams: filled in by the module itself: the hyperparameters of the skill / action
             prior checkpoint (for residual RL: of the base RL checkpoint), so an RL checkpoint
-            rebuilds its frozen networks (weights from
-            its own state dict) without the original file. Leave it None.
+            rebuilds its frozen networks (weights from its own state dict) without the
+            original file. Leave it None.
     """
 
     def __init__(
@@ -226,59 +205,21 @@ class SACModule(L.LightningModule):
         ckpt_hparams: dict | None = None,
     ) -> None:
         super().__init__()
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-        if num_envs < 1 or batch_size < 1 or updates_per_transition <= 0:
-            raise ValueError("num_envs, batch_size and updates_per_transition must be positive")
-        if init_alpha <= 0:
-            raise ValueError(f"init_alpha must be > 0, got {init_alpha}")
-        if q_select < 0 or critic_warmup_updates < 0:
-            raise ValueError("q_select and critic_warmup_updates must be >= 0")
-        if squash not in SQUASHES:
-            raise ValueError(f"squash must be one of {SQUASHES}, got {squash!r}")
-        if value_target not in VALUE_TARGETS:
-            raise ValueError(f"value_target must be one of {VALUE_TARGETS}, got {value_target!r}")
-        if eval_mode not in EVAL_MODES:
-            raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
-        if skill_ckpt is not None and action_prior_ckpt is not None:
-            raise ValueError("give skill_ckpt (skill space) or action_prior_ckpt (flat), not both")
-        if base_ckpt is not None and (
-            skill_ckpt or action_prior_ckpt or prior not in ("none", "zero") or prior_init
-        ):
-            raise ValueError(
-                "base_ckpt (residual RL) is SAC on flat residuals: no skill_ckpt or "
-                f"action_prior_ckpt, prior none or zero, prior_init false (got prior={prior!r}, "
-                f"prior_init={prior_init})"
-            )
-        if demo_dir is not None and skill_ckpt is None:
-            raise ValueError("demo_dir (demonstration transitions) needs a skill_ckpt")
-        check_demo_labels(demo_labels)  # before any file is read
-        if not 0.0 < demo_fraction < 1.0:
-            raise ValueError(f"demo_fraction must be in (0, 1), got {demo_fraction}")
-        if prior == "zero" and base_ckpt is None:
-            raise ValueError("prior='zero' (KL to the zero residual) needs base_ckpt")
-        if skill_ckpt is None and action_scale not in (None, 1.0):
-            raise ValueError(
-                f"flat actions are tanh(u) in [-1, 1]: action_scale must be 1, got {action_scale}"
-            )
         self.save_hyperparameters()
+        check_options(self.hparams)  # before any file is read
         self.automatic_optimization = False
         hp = self.hparams
         # In a fresh contextvars context: LightningCLI instantiates this class inside a context
         # whose "given hyperparameters" the prior module's save_hyperparameters (run when its
         # checkpoint loads) would otherwise take as its own.
         if base_ckpt is not None:
-            base = contextvars.Context().run(_base_agent, base_ckpt, ckpt_hparams)
+            base = contextvars.Context().run(load_base_agent, SACModule, base_ckpt, ckpt_hparams)
             self.space, hp.ckpt_hparams = ResidualSpace(base, residual_scale), dict(base.hparams)
         else:
             args = (skill_ckpt, action_prior_ckpt, ckpt_hparams, action_scale, ll_squash)
             self.space, hp.ckpt_hparams = contextvars.Context().run(space_from_checkpoints, *args)
         sp = self.space
-        if sp.prior is None and (prior == "learned" or prior_init):
-            raise ValueError(
-                f"prior={prior!r}, prior_init={prior_init}: needs a learned prior, but no "
-                "skill_ckpt or action_prior_ckpt is given (plain SAC: prior none, prior_init false)"
-            )
+        check_space(sp, prior, prior_init)
         if base_ckpt is not None:  # starts as the base: zero residual
             self.policy = residual_policy(sp, critic_hidden)
         else:
@@ -287,7 +228,8 @@ class SACModule(L.LightningModule):
         self.critic = TwinCritic(sp.state_dim, sp.latent_dim, critic_hidden, critic_layers, norm)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
-        self.replay = self._make_replay("cpu")
+        returns = value_target != "td"  # Monte Carlo targets: each transition's G_t too
+        self.replay = hl_replay(sp.state_dim, sp.latent_dim, int(replay_capacity), "cpu", returns)
         self.demos: ReplayBuffer | None = None  # demo_dir's HL transitions, built in setup
         self._gen = torch.Generator().manual_seed(seed)  # replay sampling
         self.env: Any = None  # PouringVecEnv, built in setup
@@ -301,61 +243,29 @@ class SACModule(L.LightningModule):
         self.env_restored = False  # on_load_checkpoint put the training env mid-episode
         self._env_snapshot: dict[str, Any] | None = None  # env state at teardown
 
-    def _make_replay(self, device: torch.device | str, capacity: int | None = None) -> ReplayBuffer:
-        """Room for ``capacity`` (default ``replay_capacity``) HL transitions
-        (``pourlit.rl.sac.HL_KEYS``)."""
-        d_s, n_z = self.space.state_dim, self.space.latent_dim
-        specs = {"obs": (d_s,), "z": (n_z,), "reward": (), "next_obs": (d_s,)}
-        specs |= {"terminated": (), "truncated": ()}
-        if self.hparams.value_target != "td":
-            specs[MC_KEY] = ()  # G_t of the transition's episode, NaN until it ends
-        size = int(self.hparams.replay_capacity) if capacity is None else capacity
-        return ReplayBuffer(size, specs, device)
-
     # -- 1. build ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         """Build the training env (checks the checkpoint's sizes against it before any
-        training)."""
+        training) and, with ``demo_dir``, the demonstrations' buffer."""
+        hp = self.hparams
         if stage == "fit" and self.env is None:
             self.env = self._make_env()
             running = self.env.num_envs * (self.env.cfg.max_episode_steps // self.space.horizon + 2)
-            if self.hparams.value_target != "td" and self.replay.capacity < running:
-                raise ValueError(
-                    f"value_target={self.hparams.value_target!r} needs the replay buffer to hold "
-                    f"every running episode: replay_capacity must be >= {running}, got "
-                    f"{self.replay.capacity}"
-                )
-        if stage == "fit" and self.hparams.demo_dir is not None and self.demos is None:
-            self.demos = self._load_demos()
-
-    def _load_demos(self) -> ReplayBuffer:
-        """The HL transitions of ``demo_dir`` in a buffer of their own (``pourlit.rl.demos``)."""
-        hp = self.hparams
-        load = contextvars.Context().run
-        skills = load(load_module, SkillPriorModule, hp.skill_ckpt, "skill").eval()
-        reward = self.env.cfg.reward
-        scale = self.space.action_scale
-        rows = demo_transitions(hp.demo_dir, skills, reward, hp.gamma, scale, hp.demo_labels)
-        if hp.value_target == "td":
-            rows.pop(MC_KEY)
-        buf = self._make_replay(self.replay.device, len(rows["obs"]))
-        buf.add(rows)
-        return buf
+            check_replay_capacity(hp.value_target, self.replay.capacity, running)
+        if stage == "fit" and hp.demo_dir is not None and self.demos is None:
+            args = (self.env.cfg.reward, hp.gamma, self.space.action_scale, hp.demo_labels)
+            returns = hp.value_target != "td"
+            self.demos = demo_replay(hp.skill_ckpt, hp.demo_dir, *args, returns, self.replay.device)
 
     def _make_env(self) -> Any:
         hp = self.hparams
         source = hp.skill_ckpt or hp.action_prior_ckpt or hp.base_ckpt
         return make_env(self.space, hp.env, int(hp.num_envs), source)
 
-    def on_fit_start(self) -> None:
-        if self.replay.device != self.device:  # keep the replay buffer on the module's device
-            state = self.replay.state_dict()
-            self.replay = self._make_replay(self.device)
-            self.replay.load_state_dict(state)
-        if self.demos is not None and self.demos.device != self.device:
-            state = self.demos.state_dict()
-            self.demos = self._make_replay(self.device, self.demos.capacity)
-            self.demos.load_state_dict(state)
+    def on_fit_start(self) -> None:  # keep the buffers on the module's device
+        self.replay = self.replay.to(self.device)
+        if self.demos is not None:
+            self.demos = self.demos.to(self.device)
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [SkillRolloutCallback()]
@@ -430,13 +340,13 @@ class SACModule(L.LightningModule):
         """(2K, B, n_z): K squashed samples of pi(.|s) then K of the learned prior (K of pi
         only where there is no learned prior), K = ``q_select``. ``pi`` / ``prior``: the two
         distributions at ``states`` when the caller has them already."""
-        k, scale, w = int(self.hparams.q_select), self.space.action_scale, self.squash_width
         pi = self.policy(states) if pi is None else pi
-        parts = [squashed_samples(pi, k, scale, generator, w)]
-        if self.space.prior is not None:
-            prior = self.space.prior_dist(states) if prior is None else prior
-            parts.append(squashed_samples(prior, k, scale, generator, w))
-        return torch.cat(parts)
+        if self.space.prior is None:
+            prior = None
+        elif prior is None:
+            prior = self.space.prior_dist(states)
+        k, scale, w = int(self.hparams.q_select), self.space.action_scale, self.squash_width
+        return candidates(pi, prior, k, scale, generator, w)
 
     def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Env actions (N, d_a) in [-1, 1] for states (N, d_s) and agent actions z (N, n_z)."""
@@ -462,7 +372,7 @@ class SACModule(L.LightningModule):
         if self.warming_up or self.update_credit < 1.0:  # 3. warm up (or no update owed)
             return
         self.update_credit -= 1.0  # 4. update
-        out = self.update()
+        out = sac_update(self)
         self.log_dict({f"train/{k}": v for k, v in out.items()}, on_step=True, batch_size=1)
         # 5. validation: Lightning calls validation_step every limit_train_batches batches
 
@@ -486,124 +396,6 @@ class SACModule(L.LightningModule):
         for m in (self.ep_success, self.ep_poured, self.ep_return):
             m.reset()
         self._ep_seen = 0
-
-    # -- 4. update -----------------------------------------------------------------------------
-    def update(self) -> dict[str, torch.Tensor]:
-        """One SAC update in spirl.md's order: alpha step, policy loss, critic target (no
-        grad), critic losses, policy step, critic steps, Polyak. With ``prior="none"`` the
-        regulariser is log pi (plain SAC, entropy temperature loss), else the divergence to
-        the prior. Returns detached scalars: losses, alpha, divergence (or entropy), q."""
-        hp = self.hparams
-        scale = self.space.action_scale
-        opt_pi, opt_q, opt_alpha = self.optimizers()
-        b = self.sample_batch()
-        s, z, r = b["obs"], b["z"], b["reward"]  # (B, d_s), (B, n_z), (B,)
-        s2, term = b["next_obs"], b["terminated"]
-
-        learn_policy = self.updates >= int(hp.critic_warmup_updates)
-        pi = self.policy(s)
-        z_pi, _, logp = squashed_sample(pi, scale, self.squash_width)
-        reg = self.regulariser(pi, logp, s)  # (B,)
-
-        # 1. temperature step (frozen during the critic warmup)
-        l_alpha = self.temperature_loss(reg)
-        if learn_policy:
-            opt_alpha.zero_grad()
-            self.manual_backward(l_alpha)
-            opt_alpha.optimizer.step()  # not counted in global_step (see module docstring)
-        alpha = self.log_alpha.detach().exp()
-
-        # 2. policy loss (-min Q + alpha * D, or plain SAC's alpha * log pi - min Q)
-        l_pi = None
-        if learn_policy:
-            q1_pi, q2_pi = self.critic(s, z_pi)
-            l_pi = policy_loss(q1_pi, q2_pi, reg, alpha)
-
-        # 3. critic target; with skill selection, at the skill the agent would execute at s'
-        with torch.no_grad():
-            pi2 = self.policy(s2)
-            z2, _, logp2 = squashed_sample(pi2, scale, self.squash_width)
-            prior2 = self.prior_dist(s2) if hp.prior != "none" else None
-            reg2 = self.regulariser(pi2, logp2, s2, prior2)
-            if self.selecting:  # bootstrap from the skill the agent would execute at s'
-                q_prior = prior2 if hp.prior == "learned" else None  # else: from the space
-                cands = torch.cat([z2.unsqueeze(0), self.skill_candidates(s2, None, pi2, q_prior)])
-                z2 = best_by_q(self.critic_target, s2, cands)[0]
-            tq1, tq2 = self.critic_target(s2, z2)
-            y = critic_target(r, term, tq1, tq2, reg2, alpha, hp.gamma, hp.reward_scale)
-            if hp.value_target != "td":  # Monte Carlo returns where the episode has ended
-                y = mc_critic_target(y, b[MC_KEY] * hp.reward_scale, hp.value_target)
-
-        # 4. critic losses
-        q1, q2 = self.critic(s, z)
-        l_q = critic_loss(q1, y) + critic_loss(q2, y)
-
-        # 5. policy step (counted: one per update; a no-op during the critic warmup, where no
-        # gradient reaches the policy), 6. critic step, 7. Polyak
-        opt_pi.zero_grad()
-        if l_pi is not None:
-            self.manual_backward(l_pi)
-        opt_pi.step()
-        opt_q.zero_grad()  # drops the policy loss's gradients on the critics
-        self.manual_backward(l_q)
-        opt_q.optimizer.step()
-        polyak_update(self.critic_target, self.critic, hp.tau)
-        self.updates += 1
-        out = {
-            "policy_loss": (l_pi if l_pi is not None else torch.zeros(())).detach(),
-            "critic_loss": l_q.detach(),
-            "alpha_loss": l_alpha.detach(),
-            "alpha": alpha,
-            "q": q1.detach().mean(),
-        }
-        if hp.prior == "none":
-            out["entropy"] = -reg.detach().mean()
-        else:
-            out["divergence"] = reg.detach().mean()
-        return out
-
-    def sample_batch(self) -> dict[str, torch.Tensor]:
-        """``batch_size`` transitions: all from the replay buffer, or with ``demo_dir``
-        round(``demo_fraction`` * batch_size) of them from the demonstrations (drawn after the
-        agent's own, on the same generator)."""
-        n = int(self.hparams.batch_size)
-        if self.demos is None:
-            return self.replay.sample(n, self._gen)
-        k = int(round(float(self.hparams.demo_fraction) * n))
-        own, demo = self.replay.sample(n - k, self._gen), self.demos.sample(k, self._gen)
-        return {key: torch.cat([own[key], demo[key]]) for key in own}
-
-    def prior_dist(self, states: torch.Tensor) -> DiagGaussian:
-        """The divergence target for raw states (B, d_s): the learned prior, or N(0, I) for
-        ``prior="unit"``."""
-        if self.hparams.prior in ("learned", "zero"):
-            return self.space.prior_dist(states)
-        return unit_gaussian_like(states.new_zeros(states.shape[0], self.space.latent_dim))
-
-    def regulariser(
-        self,
-        dist: DiagGaussian,
-        log_prob: torch.Tensor,
-        states: torch.Tensor,
-        prior: DiagGaussian | None = None,
-    ) -> torch.Tensor:
-        """Per-state (B,) term that alpha weighs: D(s) = KL(pi || prior) for ``prior`` learned /
-        unit, or log pi(a | s) of the sampled action for ``prior="none"`` (plain SAC).
-        ``prior``: ``prior_dist(states)`` when the caller has it already."""
-        hp = self.hparams
-        if hp.prior == "none":
-            return log_prob
-        prior = self.prior_dist(states) if prior is None else prior
-        return prior_divergence(dist, prior, hp.analytic_divergence)
-
-    def temperature_loss(self, reg: torch.Tensor) -> torch.Tensor:
-        hp = self.hparams
-        if hp.prior == "none":
-            target = (
-                -float(self.space.latent_dim) if hp.target_entropy is None else hp.target_entropy
-            )
-            return entropy_alpha_loss(self.log_alpha, reg, target)
-        return alpha_loss(self.log_alpha, reg, hp.target_divergence)
 
     # -- 5. validate ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -630,63 +422,15 @@ class SACModule(L.LightningModule):
             batch_size=1,
         )
 
-    # -- checkpoints and teardown --------------------------------------------------------------
+    # -- checkpoints and teardown (``pourlit.rl.state``) ---------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Adds the replay buffer, counters, RNG states and the training env's state (key
-        ``pourlit_rl``); the rollout callback saves its running skills itself."""
-        checkpoint["pourlit_kind"] = "rl"  # pourlit.checkpoints.checkpoint_kind
-        checkpoint["pourlit_rl"] = {
-            "replay": self.replay.state_dict(),
-            "env_steps": self.env_steps,
-            "episodes": self.episodes,
-            "updates": self.updates,
-            "update_credit": self.update_credit,
-            "replay_generator": self._gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "env": self._env_state(),
-        }
-
-    def _env_state(self) -> dict[str, Any] | None:
-        if self.env is not None and self.env._obs is not None:
-            return self.env.state_dict()
-        return self._env_snapshot  # after teardown (None before any training)
+        state.save_training_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restores what ``on_save_checkpoint`` added. In ``fit`` the env already exists (built
-        in ``setup``, which Lightning runs before restoring), so it continues mid-episode."""
-        state = checkpoint.get("pourlit_rl")
-        if state is None:
-            return
-        self.env_steps, self.episodes = int(state["env_steps"]), int(state["episodes"])
-        self.updates = int(state["updates"])
-        if "replay" not in state:  # an exported (inference) copy keeps only the counters
-            return
-        self.replay.load_state_dict(state["replay"])
-        self.update_credit = float(state["update_credit"])
-        self._gen.set_state(state["replay_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if self.env is not None and state.get("env") is not None:
-            self.env.load_state_dict(state["env"])
-            self.env_restored = True
+        state.load_training_state(self, checkpoint)
 
     def teardown(self, stage: str) -> None:
-        """Close the envs; the training env's state is kept for a checkpoint saved after
-        ``fit`` returns (``trainer.save_checkpoint``), so that one resumes exactly too."""
-        if self.env is not None and self.env._obs is not None:
-            self._env_snapshot = self.env.state_dict()
-        for name in ("env", "_eval_env"):
-            env = getattr(self, name)
-            if env is not None:
-                env.close()
-                setattr(self, name, None)
-
-
-def _base_agent(path: str, hparams: dict | None) -> SACModule:
-    """The frozen base agent of residual RL: rebuilt from ``hparams`` (a residual checkpoint
-    holds its weights) or loaded from the RL checkpoint ``path``."""
-    if hparams is not None:
-        return SACModule(**hparams)
-    return load_module(SACModule, path, "RL")
+        state.close_envs(self)
 
 
 HierarchicalSACModule = SACModule

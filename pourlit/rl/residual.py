@@ -30,6 +30,7 @@ from torch import nn
 
 from pourlit.rl.acting import AgentPolicy
 from pourlit.rl.policies import TanhGaussianPolicy, initial_policy
+from pourlit.skills.frozen import load_module
 from pourlit.skills.nets import DiagGaussian
 
 INIT_SIGMA = 0.3  # sigma of the fresh residual policy's pre-tanh Gaussian (mean 0)
@@ -82,6 +83,14 @@ class ResidualSpace(nn.Module):
         """``env`` with the base acting inside it (``ResidualEnv``)."""
         mode = str(self.base.hparams.eval_mode)
         return ResidualEnv(env, AgentPolicy(self.base, env.num_envs, mode))
+
+
+def load_base_agent(cls: type, path: str, hparams: dict | None) -> nn.Module:
+    """The frozen base agent, a ``cls`` (``SACModule``): rebuilt from ``hparams`` (a residual
+    checkpoint holds its weights) or loaded from the RL checkpoint ``path``."""
+    if hparams is not None:
+        return cls(**hparams)
+    return load_module(cls, path, "RL")
 
 
 def _restore_base_updates(space: ResidualSpace, incompatible_keys: Any) -> None:

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 
 from pourlit.rl.returns import MC_KEY, EpisodeReturns
-from pourlit.rl.sac import HLTransitionBuilder
+from pourlit.rl.transitions import HLTransitionBuilder
 
 if TYPE_CHECKING:
     from pourlit.rl.module import SACModule

@@ -48,3 +48,20 @@ def best_by_q(
     best = q.argmax(dim=0)  # (B,)
     z = candidates.gather(0, best.view(1, b, 1).expand(1, b, n_z)).squeeze(0)
     return z, q.gather(0, best.view(1, b)).squeeze(0)
+
+
+def candidates(
+    pi: DiagGaussian,
+    prior: DiagGaussian | None,
+    k: int,
+    scale: float,
+    generator: torch.Generator | None = None,
+    width: float = 1.0,
+) -> torch.Tensor:
+    """The candidate set C(s) of ``best_by_q``: ``k`` squashed samples of pi(.|s), then ``k``
+    of the learned prior q_hat(.|s) where there is one (``prior`` None: pi's only), all from
+    ``generator`` in that order. Parameters (B, n_z) -> (2k or k, B, n_z)."""
+    parts = [squashed_samples(pi, k, scale, generator, width)]
+    if prior is not None:
+        parts.append(squashed_samples(prior, k, scale, generator, width))
+    return torch.cat(parts)
