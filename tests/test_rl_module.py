@@ -1,5 +1,5 @@
 """SACModule, its networks, rollout callback and the ``pourlit fit`` RL config
-(spirl.md section 2; pourlit.rl.module, pourlit.rl.policies, pourlit.rl.rollout)."""
+(docs/algorithm.md section 2; pourlit.rl.module, pourlit.rl.policies, pourlit.rl.rollout)."""
 
 from __future__ import annotations
 
@@ -337,6 +337,7 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
 def test_shipped_rl_checkpoint_loads_and_acts(name: str) -> None:
     from pourlit.checkpoints import checkpoint_kind
     from pourlit.evaluate import load_rl_policy
+    from pourlit.rl.acting import act
 
     path = ROOT / f"checkpoints/rl/{name}.ckpt"
     assert checkpoint_kind(path) == "rl"
@@ -352,7 +353,7 @@ def test_shipped_rl_checkpoint_loads_and_acts(name: str) -> None:
     policy.begin(np.arange(2))
     a = policy(s)
     assert a.shape == (2, 7) and a.abs().max() <= 1.0
-    z = policy.module.act(s, "mean")
+    z = act(policy.module, s, "mean")
     assert z.abs().max() < policy.module.space.action_scale  # skills in the tanh range m
     hp, m = policy.module.hparams, policy.module
     if name == "default":  # the validation-best checkpoint of configs/rl/default.yaml, seed 0
@@ -387,20 +388,22 @@ def test_critic_warmup_trains_only_the_critic(tmp_path: Path) -> None:
 
 
 def test_selection_acts_with_the_best_candidate_by_q() -> None:
+    from pourlit.rl.acting import act, skill_candidates
+
     torch.manual_seed(0)
     m = _small_module(q_select=3, squash="prior")
     m.updates = 1  # as if trained: selection on
     s = _states(m.space.skills, n=5)
     g = torch.Generator().manual_seed(7)
-    z = m.act(s, "sampled", generator=g)
-    cands = m.skill_candidates(s, torch.Generator().manual_seed(7))
+    z = act(m, s, "sampled", generator=g)
+    cands = skill_candidates(m, s, torch.Generator().manual_seed(7))
     assert cands.shape == (6, 5, 10)  # 3 from the policy, 3 from the prior
     q1, q2 = m.critic(s.repeat(6, 1), cands.reshape(30, 10))
     best = torch.min(q1, q2).view(6, 5).argmax(0)
     torch.testing.assert_close(z, cands[best, torch.arange(5)])
     m.updates = 0  # untrained critic: plain samples of the policy
     assert not m.selecting
-    assert m.act(s, "sampled").shape == (5, 10)
+    assert act(m, s, "sampled").shape == (5, 10)
 
 
 @pytest.mark.parametrize(

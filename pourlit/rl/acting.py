@@ -1,9 +1,13 @@
-"""How a policy with a decision clock acts in a vectorised env: each env picks a new agent
-action z every ``horizon`` steps of its own clock (restarted at every episode start) and turns
-(s, z) into env actions at every step. ``AgentPolicy`` is a trained SAC module acting (the
-module's validation and ``pourlit evaluate``); ``PriorPolicy`` is a skill checkpoint's prior
-rollouts (``pourlit evaluate`` on a skill checkpoint, the learner of ``pourlit collect
---learner``), on the same clock."""
+"""How the agents act. ``act`` is how a ``SACModule`` chooses its agent actions z (the rollout
+callback in training, ``AgentPolicy`` in validation and evaluation); ``skill_candidates`` is
+its candidate set for selection by value (acting, and the critic target of the update).
+
+A policy with a decision clock acts in a vectorised env: each env picks a new agent action z
+every ``horizon`` steps of its own clock (restarted at every episode start) and turns (s, z)
+into env actions at every step. ``AgentPolicy`` is a trained SAC module acting (the module's
+validation and ``pourlit evaluate``); ``PriorPolicy`` is a skill checkpoint's prior rollouts
+(``pourlit evaluate`` on a skill checkpoint, the learner of ``pourlit collect --learner``), on
+the same clock."""
 
 from __future__ import annotations
 
@@ -12,6 +16,55 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from pourlit.rl.select import best_by_q, candidates, squashed_samples
+from pourlit.skills.nets import DiagGaussian
+
+
+@torch.no_grad()
+def act(
+    m: Any,
+    states: torch.Tensor,
+    mode: str = "sampled",
+    warmup: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Agent actions z (N, n_z) of the ``SACModule`` ``m`` for raw states (N, d_s), as the
+    agent executes them.
+
+    ``mean``: z = m tanh(mu_pi(s) / c). ``sampled``: z = m tanh(u / c), u ~ pi(.|s), or during
+    ``warmup`` u ~ q_hat(.|s) where there is a learned prior (``prior="learned"``); once
+    ``m.selecting`` (never during warmup), the best of ``skill_candidates`` by min_j Q_j(s, z).
+    Noise comes from ``generator`` (else the global torch RNG, which training checkpoints, so a
+    resumed run draws the same skills).
+    """
+    scale, w = m.space.action_scale, m.squash_width
+    if mode == "mean":
+        return scale * torch.tanh(m.policy(states).mu / w)
+    if not warmup and m.selecting:
+        return best_by_q(m.critic, states, skill_candidates(m, states, generator))[0]
+    learned_prior = warmup and m.hparams.prior == "learned"
+    dist = m.space.prior_dist(states) if learned_prior else m.policy(states)
+    return squashed_samples(dist, 1, scale, generator, w)[0]
+
+
+def skill_candidates(
+    m: Any,
+    states: torch.Tensor,
+    generator: torch.Generator | None = None,
+    pi: DiagGaussian | None = None,
+    prior: DiagGaussian | None = None,
+) -> torch.Tensor:
+    """(2K, B, n_z): K squashed samples of pi(.|s) then K of the learned prior (K of pi only
+    where the space has no learned prior), K = ``q_select`` (``pourlit.rl.select.candidates``).
+    ``pi`` / ``prior``: the two distributions at ``states`` when the caller has them already."""
+    pi = m.policy(states) if pi is None else pi
+    if m.space.prior is None:
+        prior = None
+    elif prior is None:
+        prior = m.space.prior_dist(states)
+    k, scale, w = int(m.hparams.q_select), m.space.action_scale, m.squash_width
+    return candidates(pi, prior, k, scale, generator, w)
 
 
 class ClockedPolicy:
@@ -46,7 +99,7 @@ class ClockedPolicy:
 
 class AgentPolicy(ClockedPolicy):
     """A ``SACModule`` acting: every ``space.horizon`` steps (H for skills, 1 for flat
-    actions) a new agent action from ``module.act`` in ``mode`` (``sampled``: a sample of pi,
+    actions) a new agent action from ``act`` in ``mode`` (``sampled``: a sample of pi,
     or with skill selection the best candidate by Q; ``mean``: z = action_scale * tanh(mu(s))),
     then the space's low level (the frozen decoder for skills) at every step."""
 
@@ -69,7 +122,7 @@ class AgentPolicy(ClockedPolicy):
         return f"sampled, best of {n} by Q"
 
     def choose(self, states: torch.Tensor) -> torch.Tensor:
-        return self.module.act(states, self.mode, generator=self.gen)
+        return act(self.module, states, self.mode, generator=self.gen)
 
     def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.module.low_level(states, z)

@@ -5,12 +5,12 @@ sections 2-3. The loop, as Lightning runs it; the methods below appear in this o
 1. build (``__init__``, ``setup``): the space and its frozen prior (``pourlit.rl.spaces``),
    the policy (by default a copy of the prior), twin critics, temperature and replay buffer;
    in ``fit`` the training env, its sizes checked against the space's.
-2. collect (``SkillRolloutCallback``, ``act``): before every training batch the callback
-   steps all envs, with a new agent action from ``act`` at each env's decision steps, until
+2. collect (``SkillRolloutCallback``): before every training batch the callback steps all
+   envs, with a new agent action from ``pourlit.rl.acting.act`` at each env's decision, until
    the module is owed an update (while warming up: until one new transition); finished
    episodes arrive through ``record_episodes``.
 3. warm up (``training_step``): no update while the replay buffer holds fewer than
-   ``warmup_transitions`` transitions (``act`` samples the learned prior meanwhile).
+   ``warmup_transitions`` transitions (the rollout samples the learned prior meanwhile).
 4. update (``training_step`` -> ``pourlit.rl.update.sac_update``): at most one SAC update per
    batch; the first ``critic_warmup_updates`` train the critics only.
 5. validate (``validation_step``): every ``trainer.limit_train_batches`` batches,
@@ -54,11 +54,9 @@ from pourlit.rl.options import check_options, check_replay_capacity, check_space
 from pourlit.rl.policies import TwinCritic, initial_policy
 from pourlit.rl.residual import ResidualSpace, load_base_agent, residual_policy
 from pourlit.rl.rollout import SkillRolloutCallback
-from pourlit.rl.select import best_by_q, candidates, squashed_samples
 from pourlit.rl.spaces import make_env, space_from_checkpoints
 from pourlit.rl.transitions import hl_replay
 from pourlit.rl.update import sac_update
-from pourlit.skills.nets import DiagGaussian
 
 
 class SACModule(L.LightningModule):
@@ -105,7 +103,8 @@ class SACModule(L.LightningModule):
         eval_episodes: evaluation episodes per validation.
         eval_seed: reset seed of the validation env (20000: apart from the test seeds 10000
             that ``pourlit evaluate`` uses by default, so selecting on validation never sees them).
-        critic_hidden / critic_layers: size of each twin critic MLP.
+        critic_hidden / critic_layers: size of each twin critic MLP; ``critic_hidden`` is also
+            the width of a fresh policy where the space has no prior to copy the shape of.
         ll_squash: skills only: how decoder outputs become env actions: ``clip`` (default:
             clamp to [-1, 1], as ``pourlit evaluate``'s prior rollouts do) or ``tanh`` (SPiRL,
             which shrinks the decoder's many saturated +-1 actions to 0.76; docs/algorithm.md
@@ -300,53 +299,6 @@ class SACModule(L.LightningModule):
     def squash_width(self) -> float:
         """c of z = m tanh(u / c): 1 for SPiRL's squash, m for ``squash="prior"``."""
         return self.space.action_scale if self.hparams.squash == "prior" else 1.0
-
-    @torch.no_grad()
-    def act(
-        self,
-        states: torch.Tensor,
-        mode: str = "sampled",
-        warmup: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Agent actions z (N, n_z) for raw states (N, d_s), as the agent executes them.
-
-        ``mean``: z = m tanh(mu_pi(s)). ``sampled``: z = m tanh(u), u ~ ``behaviour_dist``
-        (the prior during warmup); once ``selecting``, the best of ``skill_candidates`` by
-        min_j Q_j(s, z). Noise comes from ``generator`` (else the global torch RNG, which
-        training checkpoints, so a resumed run draws the same skills).
-        """
-        scale, w = self.space.action_scale, self.squash_width
-        if mode == "mean":
-            return scale * torch.tanh(self.policy(states).mu / w)
-        if not warmup and self.selecting:  # (no update, no selection: warmup acts unselected)
-            return best_by_q(self.critic, states, self.skill_candidates(states, generator))[0]
-        return squashed_samples(self.behaviour_dist(states, warmup), 1, scale, generator, w)[0]
-
-    def behaviour_dist(self, states: torch.Tensor, warmup: bool) -> DiagGaussian:
-        """The distribution over pre-tanh agent actions the rollout samples from: during warmup
-        the learned prior where there is one (``prior="learned"``), else the policy."""
-        if warmup and self.hparams.prior == "learned":
-            return self.space.prior_dist(states)
-        return self.policy(states)
-
-    def skill_candidates(
-        self,
-        states: torch.Tensor,
-        generator: torch.Generator | None = None,
-        pi: DiagGaussian | None = None,
-        prior: DiagGaussian | None = None,
-    ) -> torch.Tensor:
-        """(2K, B, n_z): K squashed samples of pi(.|s) then K of the learned prior (K of pi
-        only where there is no learned prior), K = ``q_select``. ``pi`` / ``prior``: the two
-        distributions at ``states`` when the caller has them already."""
-        pi = self.policy(states) if pi is None else pi
-        if self.space.prior is None:
-            prior = None
-        elif prior is None:
-            prior = self.space.prior_dist(states)
-        k, scale, w = int(self.hparams.q_select), self.space.action_scale, self.squash_width
-        return candidates(pi, prior, k, scale, generator, w)
 
     def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Env actions (N, d_a) in [-1, 1] for states (N, d_s) and agent actions z (N, n_z)."""

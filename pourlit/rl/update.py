@@ -4,10 +4,11 @@
     1. temperature step  L_alpha = mean[alpha stopgrad(delta - D(s))], or plain SAC's
                          mean[-alpha stopgrad(log pi + H_target)]   (frozen in the critic warmup)
     2. policy loss       L_pi = mean[-min_j Q_j(s, z~pi) + alpha D(s)]  (none in the critic warmup)
-    3. critic target     y = reward_scale r + (1 - terminated) gamma (min_j Qbar_j(s', z') - alpha D(s'))
-                         with z' ~ pi(.|s'), or with skill selection the best by min_j Qbar_j of
-                         z' and the candidates at s'; no gradient; Monte Carlo value targets
-                         put G (``mc``) or max(y, G) (``max``) where the episode has ended
+    3. critic target     y = reward_scale r + (1 - terminated) gamma (min_j Qbar_j(s', z')
+                               - alpha D(s'))
+                         with z' ~ pi(.|s'), or with skill selection the best by min_j Qbar_j
+                         of z' and the candidates at s'; no gradient; Monte Carlo value
+                         targets put G (``mc``) or max(y, G) (``max``) where episodes ended
     4. critic losses     L_Q = sum_j 0.5 mean (Q_j(s, z) - y)^2
     5. policy step, 6. critic steps, 7. Polyak: Qbar <- (1 - tau) Qbar + tau Q
 
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pourlit.rl.acting import skill_candidates
 from pourlit.rl.returns import MC_KEY, mc_critic_target
 from pourlit.rl.sac import (
     alpha_loss,
@@ -80,7 +82,7 @@ def sac_update(m: SACModule) -> dict[str, torch.Tensor]:
         reg2 = regulariser(m, pi2, logp2, s2, prior2)
         if m.selecting:
             q_prior = prior2 if hp.prior == "learned" else None  # else: from the space
-            cands = torch.cat([z2.unsqueeze(0), m.skill_candidates(s2, None, pi2, q_prior)])
+            cands = torch.cat([z2.unsqueeze(0), skill_candidates(m, s2, None, pi2, q_prior)])
             z2 = best_by_q(m.critic_target, s2, cands)[0]
         tq1, tq2 = m.critic_target(s2, z2)
         y = critic_target(r, term, tq1, tq2, reg2, alpha, hp.gamma, hp.reward_scale)
