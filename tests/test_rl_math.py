@@ -1,4 +1,4 @@
-"""SPiRL's RL-stage math against hand computations (spirl.md, sections 2-3)."""
+"""SPiRL's RL-stage math against hand computations (docs/algorithm.md, section 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPiRL's skill-learning losses and networks against hand computations (spirl.md, section 1)."""
+"""SPiRL's skill-learning losses and networks against hand computations (docs/algorithm.md, section 1)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Skill-prior learning end to end: training, resuming, checkpoints, validation, the CLI, DDP,
-Weights & Biases, evaluation (spirl.md section 1; pourlit.skills.module, pourlit.lightning_cli).
+Weights & Biases, evaluation (docs/algorithm.md section 1; pourlit.skills.module, pourlit.lightning_cli).
 
 Everything runs on tiny synthetic rollouts (tests/skill_fixtures.py): 8 episodes of 30-60 steps
 with the pouring env's sizes (50-D states, 7-D actions), horizon 5, batch 16, 64 windows per epoch

@@ -38,8 +38,8 @@ class SkillSpace(nn.Module):
     """Skills of a closed-loop skill checkpoint: z in [-m, m]^n_z, decoded by the frozen
     closed-loop decoder into env actions for H steps.
 
-    ``ll_squash``: ``clip`` (clamp the decoder's actions to [-1, 1]) or ``tanh`` (spirl.md);
-    see ``SACModule`` for why clip is the default.
+    ``ll_squash``: ``clip`` (clamp the decoder's actions to [-1, 1]) or ``tanh`` (SPiRL);
+    docs/algorithm.md section 2 says why clip is the default.
     """
 
     def __init__(self, skills: Any, action_scale: float = 2.0, ll_squash: str = "clip") -> None:
