@@ -152,7 +152,7 @@ class ScriptedPourExpert:
         for i in ids:
             plan = self._new_plan(i)
             self.plans[i] = plan
-            self._enter(i, plan, self.env.mj_data(i), first=True)
+            self._enter(plan, self.env.mj_data(i), first=True)
 
     def _new_plan(self, i: int) -> _Plan:
         """A plan with env ``i``'s episode parameters, drawn (with its noise generator) from
@@ -187,7 +187,7 @@ class ScriptedPourExpert:
             up = d.xmat[ix.bottle_body].reshape(3, 3)[2, 2]
             tilted = up < math.cos(math.radians(TAKE_OVER_TILT_DEG))
             plan.phase = PHASES.index("tilt" if tilted else "carry")
-            self._enter(i, plan, d, first=True)
+            self._enter(plan, d, first=True)
             if not tilted:
                 plan.goal_quat = _mat2quat(plan.grasp_rot)  # carry stands the bottle upright
             self.plans[i] = plan
@@ -202,7 +202,7 @@ class ScriptedPourExpert:
         return "none" if plan is None else plan.name
 
     # -- planning ----------------------------------------------------------------------------
-    def _enter(self, i: int, plan: _Plan, d: mujoco.MjData, first: bool = False) -> None:
+    def _enter(self, plan: _Plan, d: mujoco.MjData, first: bool = False) -> None:
         """Set the segment (start, goal, duration) of the plan's current phase."""
         ix = self.env.idx
         p = plan.p
@@ -300,7 +300,7 @@ class ScriptedPourExpert:
             d = env.mj_data(i)
             if plan.t >= plan.duration and plan.name != "done":
                 plan.phase += 1
-                self._enter(i, plan, d)
+                self._enter(plan, d)
             pos, rot = self._target(plan)
             seed_q = d.qpos.copy()
             seed_q[env.idx.arm_qpos] = targets[i]

@@ -122,10 +122,6 @@ class MujocoCPUBackend:
         """Environment ``i``'s own ``MjData`` (kinematics up to date)."""
         return self.datas[i]
 
-    def contacts(self, i: int) -> int:
-        """Number of active contacts in environment ``i`` (after the last forward pass)."""
-        return int(self.datas[i].ncon)
-
     # -- stepping ----------------------------------------------------------------------------
     def step(self, ctrl: torch.Tensor, nsub: int) -> None:
         """Hold ``ctrl`` (N, nu) for ``nsub`` physics steps in every environment."""
@@ -183,18 +179,12 @@ def make_backend(
     nconmax: int | None = None,
     njmax: int | None = None,
 ) -> Any:
-    """The physics backend called ``name``: ``mujoco`` (CPU threads; device must be cpu) or
-    ``mujoco_warp`` (MuJoCo Warp on ``device``: ``cuda[:i]`` or Warp's ``cpu`` device; needs
-    ``pip install pourlit[warp]``)."""
+    """The physics backend called ``name``: ``mujoco`` (CPU threads) or ``mujoco_warp``
+    (MuJoCo Warp on ``device``: ``cuda[:i]`` or Warp's ``cpu`` device; needs
+    ``pip install pourlit[warp]``). ``name`` and ``device`` are checked where the env config is
+    built (``EnvConfig``), the one place that lists the valid names."""
     if name == "mujoco":
-        if torch.device(device).type != "cpu":
-            raise ValueError(
-                f"env.backend 'mujoco' runs on the CPU; env.device {device!r} needs "
-                "env.backend: mujoco_warp"
-            )
         return MujocoCPUBackend(model, num_envs, nthread)
-    if name == "mujoco_warp":
-        from pourlit.sim.warp_backend import MujocoWarpBackend
+    from pourlit.sim.warp_backend import MujocoWarpBackend  # name == "mujoco_warp"
 
-        return MujocoWarpBackend(model, num_envs, device, nconmax, njmax)
-    raise ValueError(f"unknown physics backend {name!r}; available: {', '.join(BACKENDS)}")
+    return MujocoWarpBackend(model, num_envs, device, nconmax, njmax)

@@ -2,7 +2,7 @@
 Warp's CPU device), state exposed as zero-copy torch tensors on that device.
 
 It implements the same small interface as ``MujocoCPUBackend`` (``set_state``, ``step``,
-``kinematics``, ``diverged``, ``state_dict``, ``mj_data``, ``contacts``), so ``PouringVecEnv``
+``kinematics``, ``diverged``, ``state_dict``, ``mj_data``), so ``PouringVecEnv``
 and the task code (observation, reward, success on torch tensors) are shared between the two.
 
 - One control step = ``nsub`` calls of ``mujoco_warp.step`` recorded once in a Warp graph
@@ -273,11 +273,6 @@ class MujocoWarpBackend:
         data.time = float(time_[i])
         mujoco.mj_kinematics(self.model, data)
         return data
-
-    def contacts(self, i: int) -> int:
-        n = int(self.d.nacon.numpy()[0])
-        worlds = self.wp.to_torch(self.d.contact.worldid)[:n]
-        return int((worlds == i).sum())
 
     def close(self) -> None:
         self._graphs.clear()
