@@ -7,11 +7,12 @@ Every checkpoint pourlit writes records its kind under ``pourlit_kind``: ``rl`` 
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pourlit.files import write_atomic
 
 KINDS = ("rl", "skill", "action_prior")
 
@@ -76,14 +77,8 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     final = Path(path)
     buf = io.BytesIO()
     torch.save(obj, buf)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise OSError(e.errno, e.strerror, str(final)) from e
+    write_atomic(final, buf.getbuffer())

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pourlit.files import write_atomic
+
 
 def _env_int(name: str) -> int | None:
     v = os.environ.get(name)
@@ -44,22 +46,6 @@ def check_output(path: str | Path | None, what: str = "output") -> None:
             pass
     except OSError as e:
         raise OSError(e.errno, f"{what} not writable ({e.strerror})", str(p)) from None
-
-
-def write_output(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a hidden temporary file renamed over it: a failed
-    write (a full disk) leaves no partial file and raises an OSError naming ``path``."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(p)) from e
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
@@ -140,7 +126,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         report=lambda r: print(json.dumps(r), flush=True),  # before any write: none loses it
     )
     if args.json:
-        write_output(args.json, json.dumps(result, indent=2) + "\n")
+        write_atomic(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -195,7 +181,7 @@ def _cmd_scene(args: argparse.Namespace) -> int:
     check_output(args.output, "-o")
     spec.compile()
     out = Path(args.output)
-    write_output(out, spec.to_xml())
+    write_atomic(out, spec.to_xml())
     print(f"wrote {out} (open with: python -m mujoco.viewer --mjcf {out})")
     return 0
 
