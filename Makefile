@@ -26,8 +26,8 @@ test-fast: setup
 # refit on the same demonstrations (configs/skills/prior_refit.yaml) -> RL (configs/rl/default.yaml)
 # -> the best validation checkpoint and the prior on held-out seeds (sampled skills; the
 # expert's figures are its demonstrations') -> runs/<date>/report.md (metrics table,
-# learning_curve.png, policy.mp4). 18 min 12 s on a 2-core CPU, RL 0.96 over its prior's 0.86
-# (BENCHMARKS.md). The high level is what needs data and steps: 381 noisy demonstrations,
+# learning_curve.png, policy.mp4). 18-19 min on a 2-core CPU: RL 0.96 / prior 0.86, RL 0.90 /
+# prior 0.92 (BENCHMARKS.md). The high level is what needs data and steps: 381 noisy demonstrations,
 # 80 skill epochs and the refit gave priors of 0.80-0.98 on held-out episodes in four runs
 # (training noise); 100 demonstrations and one 80-epoch fit 0.35-0.60.
 DEMO ?= runs/$(shell date +%Y-%m-%d)
