@@ -11,6 +11,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from pourlit.files import write_atomic
+
 
 class Renderer:
     """Offscreen camera images of a scene. Use as a context manager or call :meth:`close`.
@@ -76,11 +78,10 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps:
             stack = list(frames)
             if not stack:
                 raise ValueError(f"{path}: no frames to write")
-            data = imageio.mimwrite("<bytes>", stack, format="GIF", duration=1000 / fps, loop=0)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            write_atomic(
+                path, imageio.mimwrite("<bytes>", stack, format="GIF", duration=1000 / fps, loop=0)
+            )
+            return path
         else:
             n = 0
             kwargs = {"fps": fps, "codec": "libx264", "quality": 7, "macro_block_size": 8}
