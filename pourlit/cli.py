@@ -251,8 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=("both", "sampled", "mean"),
         default="both",
-        help="RL checkpoints: sampled skills as the agent acts (the headline metrics), the mean "
-        "skill, or both (default: sampled, plus mean_skill on the same seeds)",
+        help="RL and skill checkpoints: sampled skills as the agent acts (prior: z ~ q_hat; the "
+        "headline metrics), the mean skill, or both (default: sampled, plus mean_skill on the "
+        "same seeds)",
     )
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_cmd_evaluate)

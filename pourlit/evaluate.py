@@ -83,10 +83,12 @@ def evaluate(
     """Evaluate an RL checkpoint, a skill checkpoint (prior rollouts) or the expert; returns
     the metrics dict.
 
-    ``mode`` (RL checkpoints): ``sampled`` (how the agent acts: a sample of pi, or the best of
-    its candidate skills by Q when the checkpoint was trained with skill selection), ``mean``
-    (z = m tanh(mu(s))), or ``both``: the sampled episodes give the headline metrics and the
-    mean-skill ones are added under ``mean_skill``, on the same seeds.
+    ``mode`` (RL and skill checkpoints): ``sampled`` (how the agent acts: a sample of pi, or
+    the best of its candidate skills by Q when the checkpoint was trained with skill selection;
+    for a skill prior z ~ q_hat(z | s)), ``mean`` (z = m tanh(mu_pi(s) / c); for a skill prior
+    z = mu_q_hat(s)), or ``both``: the sampled episodes give the headline metrics and the
+    mean-skill ones are added under ``mean_skill``, on the same seeds. Action priors (BC)
+    act deterministically in every mode.
 
     ``report`` is called with the metrics before ``video`` is written, so a failed video write
     (a full disk) loses no results."""
@@ -114,7 +116,9 @@ def evaluate(
         call, begin = hl, hl.begin
     else:
         prior: Any = (
-            BCPolicy(ckpt) if kind == "action_prior" else PriorPolicy(ckpt, num_envs, seed=seed)
+            BCPolicy(ckpt)
+            if kind == "action_prior"
+            else PriorPolicy(ckpt, num_envs, seed, "mean" if mode == "mean" else "sampled")
         )
         env = PouringVecEnv(EnvConfig.merged(prior.skills.env_config, num_envs=num_envs))
         if env.obs_dim != prior.skills.state_dim or env.action_dim != prior.skills.action_dim:
@@ -128,8 +132,12 @@ def evaluate(
     try:
         frames: list | None = [] if video is not None else None
         result = run_episodes(env, call, begin, episodes, seed, frames, progress)
-        if kind == "rl" and mode == "both":
-            mean = AgentPolicy(hl.module, num_envs, "mean", seed)
+        if kind in ("rl", "skill") and mode == "both":
+            mean: Any = (
+                AgentPolicy(hl.module, num_envs, "mean", seed)
+                if kind == "rl"
+                else PriorPolicy(ckpt, num_envs, seed, "mean")
+            )
             extra = run_episodes(env, mean, mean.begin, episodes, seed, None, progress)
             result["mean_skill"] = {k: v for k, v in extra.items() if k != "env_steps_per_s"}
     finally:

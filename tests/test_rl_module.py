@@ -366,6 +366,36 @@ def test_shipped_rl_checkpoint_loads_and_acts(name: str) -> None:
     assert evaluation["seed"] == 10_000 and evaluation["episodes"] == 100
 
 
+def test_prior_rollouts_act_with_sampled_or_mean_skills(monkeypatch) -> None:
+    import pourlit.evaluate
+    from pourlit.rl.acting import PriorPolicy
+
+    sampled, mean = (PriorPolicy(SKILL_CKPT, 3, seed=1, mode=m) for m in ("sampled", "mean"))
+    s = mean.skills.state_mean + mean.skills.state_std * torch.randn(3, mean.skills.state_dim)
+    q = mean.skills.prior_dist(s)
+    assert torch.equal(mean.choose(s), q.mu) and torch.equal(mean.choose(s), q.mu)
+    z1, z2 = sampled.choose(s), sampled.choose(s)
+    assert not torch.allclose(z1, q.mu) and not torch.allclose(z1, z2)  # z ~ q_hat, fresh noise
+    with pytest.raises(ValueError, match="mode must be sampled or mean, got 'best'"):
+        PriorPolicy(SKILL_CKPT, 1, mode="best")
+
+    # pourlit evaluate on a skill checkpoint: sampled headline, the mean skill on the same seeds
+    runs = []
+
+    def fake_run(env, policy, begin, episodes, seed, frames=None, progress=True):
+        runs.append((policy.mode, episodes, seed))
+        return {"episodes": episodes, "success_rate": float(policy.mode == "mean")}
+
+    monkeypatch.setattr(pourlit.evaluate, "run_episodes", fake_run)
+    both = pourlit.evaluate.evaluate(str(SKILL_CKPT), episodes=3, seed=7, progress=False)
+    assert runs == [("sampled", 3, 7), ("mean", 3, 7)]
+    assert both["policy"] == "skill_prior" and both["success_rate"] == 0.0
+    assert both["mean_skill"] == {"episodes": 3, "success_rate": 1.0}
+    runs.clear()
+    only = pourlit.evaluate.evaluate(str(SKILL_CKPT), episodes=2, mode="mean", progress=False)
+    assert runs == [("mean", 2, 10_000)] and "mean_skill" not in only
+
+
 def test_critic_warmup_trains_only_the_critic(tmp_path: Path) -> None:
     """During ``critic_warmup_updates`` the policy and the temperature stay as initialised (the
     prior's copy), the critic learns, and global_step still counts every update; afterwards

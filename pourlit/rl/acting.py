@@ -133,17 +133,25 @@ class AgentPolicy(ClockedPolicy):
 
 
 class PriorPolicy(ClockedPolicy):
-    """Closed-loop skill-prior rollouts: z ~ q_hat(z | s) every H steps, a = clip(f(s, z))."""
+    """Closed-loop skill-prior rollouts: every H steps z ~ q_hat(z | s) (``sampled``) or
+    z = mu_q_hat(s) (``mean``), then a = clip(f(s, z)) at every step."""
 
-    def __init__(self, ckpt: str | Path, num_envs: int, seed: int = 0) -> None:
+    def __init__(
+        self, ckpt: str | Path, num_envs: int, seed: int = 0, mode: str = "sampled"
+    ) -> None:
         from pourlit.skills.module import load_skill_prior
 
+        if mode not in ("sampled", "mean"):
+            raise ValueError(f"mode must be sampled or mean, got {mode!r}")
         self.skills = load_skill_prior(ckpt)
         super().__init__(num_envs, self.skills.horizon, self.skills.latent_dim)
+        self.mode = mode
         self.gen = torch.Generator().manual_seed(seed)
 
     def choose(self, states: torch.Tensor) -> torch.Tensor:
         q = self.skills.prior_dist(states)
+        if self.mode == "mean":
+            return q.mu
         eps = torch.randn(q.mu.shape, generator=self.gen)
         return q.mu + q.sigma * eps
 
