@@ -396,6 +396,28 @@ def test_prior_rollouts_act_with_sampled_or_mean_skills(monkeypatch) -> None:
     assert runs == [("mean", 2, 10_000)] and "mean_skill" not in only
 
 
+@pytest.mark.parametrize("mode", ["mean", "sampled"])
+def test_validation_acts_in_eval_mode(tmp_path: Path, mode: str) -> None:
+    """Validation (what best.ckpt is chosen on) runs the episodes ``pourlit evaluate --mode
+    eval_mode`` would run on the validation seeds: same policy, same seeds, same return."""
+    from pourlit.rl.acting import AgentPolicy
+    from pourlit.sim.episodes import run_episodes
+
+    torch.manual_seed(0)
+    m = _small_module(eval_mode=mode, eval_seed=321)
+    out = _trainer(tmp_path).validate(m, verbose=False)[0]
+    env = m._make_env()
+    try:
+        policy = AgentPolicy(m, env.num_envs, mode, 321)
+        ref = run_episodes(env, policy, policy.begin, 2, 321, progress=False)
+        other = AgentPolicy(m, env.num_envs, "sampled" if mode == "mean" else "mean", 321)
+        alt = run_episodes(env, other, other.begin, 2, 321, progress=False)
+    finally:
+        env.close()
+    assert out["val/return"] == pytest.approx(ref["mean_return"], abs=1e-6)
+    assert out["val/return"] != pytest.approx(alt["mean_return"], abs=1e-6)
+
+
 def test_critic_warmup_trains_only_the_critic(tmp_path: Path) -> None:
     """During ``critic_warmup_updates`` the policy and the temperature stay as initialised (the
     prior's copy), the critic learns, and global_step still counts every update; afterwards
