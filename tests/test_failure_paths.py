@@ -498,6 +498,41 @@ def test_ranked_collectors_keep_their_seeds_whichever_starts_first(tmp_path: Pat
     assert len(seeds(shared)) == 2 and seeds(shared) == seeds(tmp_path / "alone")
 
 
+def test_a_ranks_file_names_do_not_depend_on_the_other_ranks_progress(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Rank 1 names its k-th episode 1 + 2k even when rank 0 has raced ahead in the folder
+    meanwhile: the skill datamodule splits episodes in name order, so names that followed the
+    other collector's progress gave the same command a different training split each run."""
+    import shutil
+
+    import pourlit.collect
+
+    real_write = pourlit.collect.write_episode
+
+    def write_then_rank0_races_ahead(path, **episode):
+        real_write(path, **episode)
+        ahead = path.parent / "rollout_00010.h5"  # as if rank 0 had written up to index 10
+        if not ahead.exists():
+            shutil.copy(path, ahead)
+
+    monkeypatch.setattr(pourlit.collect, "write_episode", write_then_rank0_races_ahead)
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text(SHORT_COLLECT)
+    out = tmp_path / "d"
+    args = ["--episodes", "3", "--num-envs", "1", "--rank", "1", "--world-size", "2", "-q"]
+    rc, _, err = run_cli(["collect", "-c", str(cfg), "--out", str(out), *args])
+    assert rc == 0, err
+    names = sorted(f.name for f in out.glob("rollout_*.h5"))
+    assert names == ["rollout_00001.h5", "rollout_00003.h5", "rollout_00005.h5", "rollout_00010.h5"]
+    # a rerun into the folder continues after its highest index, with this rank's parity
+    monkeypatch.setattr(pourlit.collect, "write_episode", real_write)
+    rc, _, err = run_cli(["collect", "-c", str(cfg), "--out", str(out), *args[:2], *args[4:]])
+    assert rc == 0, err
+    new = sorted(f.name for f in out.glob("rollout_*.h5") if f.name not in names)
+    assert new == ["rollout_00011.h5", "rollout_00013.h5", "rollout_00015.h5"]
+
+
 def test_summary_covers_every_file_after_reruns_and_a_kill(tmp_path: Path) -> None:
     cfg = tmp_path / "short.yaml"
     cfg.write_text(SHORT_COLLECT)
