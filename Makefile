@@ -24,12 +24,13 @@ test-fast: setup
 # The whole pipeline at demo scale, from the default configs with smaller budgets (flags below):
 # expert demonstrations (two collectors, one per core) -> closed-loop skill model -> its prior
 # refit on the same demonstrations (configs/skills/prior_refit.yaml) -> RL (configs/rl/default.yaml)
-# -> the best validation checkpoint and the prior on held-out seeds (sampled skills; the
+# -> the best validation checkpoint and the prior on held-out seeds (DEMO_MODE skills; the
 # expert's figures are its demonstrations') -> runs/<date>/report.md (metrics table,
-# learning_curve.png, policy.mp4). 18-19 min on a 2-core CPU: RL 0.96 / prior 0.86, RL 0.90 /
-# prior 0.92 (BENCHMARKS.md). The high level is what needs data and steps: 381 noisy demonstrations,
-# 80 skill epochs and the refit gave priors of 0.80-0.98 on held-out episodes in four runs
-# (training noise); 100 demonstrations and one 80-epoch fit 0.35-0.60.
+# learning_curve.png, policy.mp4). 18-19 min on a 2-core CPU: RL 1.00 / prior 1.00 (mean
+# skills); sampled, three earlier runs: RL 0.92 / 0.925 / 0.88, priors 0.845 / 0.905 / 0.915
+# (200 held-out episodes; BENCHMARKS.md). The high level is what needs data and steps: 378-381
+# noisy demonstrations, 80 skill epochs and the refit gave the priors above; 100
+# demonstrations and one 80-epoch fit 0.35-0.60.
 DEMO ?= runs/$(shell date +%Y-%m-%d)
 # DEMO_EPISODES: per collector (2 collectors)
 DEMO_EPISODES ?= 200
