@@ -200,7 +200,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
 
     failed: list[BaseException] = []  # a write failed: the queued ones are dropped
 
-    index = [first]  # this shard's next name: first, first + world_size, ...
+    next_index = first  # this shard's next name: first, first + world_size, ...
 
     def write_next(record: dict, **episode) -> None:
         """Write the episode under this shard's next name, then record it. Names follow the
@@ -208,19 +208,20 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
         index, which other ranks' progress moves: the same command names the same episodes
         the same, and the datamodule's split (by name order) is reproducible. A name another
         collector of this rank took first (slot > 0) moves this one past the folder's end."""
+        nonlocal next_index
         if failed:
             return  # the run is stopping on that failure (reported by the main thread)
         while True:
-            path = rollout_path(out, index[0])
+            path = rollout_path(out, next_index)
             try:
                 write_episode(path, **episode)
                 break
             except FileExistsError:  # another collector of this rank took that name first
-                index[0] = next_free_index(out, cfg.rank, cfg.world_size)
+                next_index = next_free_index(out, cfg.rank, cfg.world_size)
             except BaseException as e:
                 failed.append(e)
                 raise
-        index[0] += cfg.world_size
+        next_index += cfg.world_size
         stats["written"] += 1  # (only this writer thread counts it)
         record["written"] = stats["written"]
         update_summary(out, lock, records={path.name: file_record(path)}, run=record)

@@ -136,7 +136,7 @@ def evaluate(
             mean: Any = (
                 AgentPolicy(hl.module, num_envs, "mean", seed)
                 if kind == "rl"
-                else PriorPolicy(ckpt, num_envs, seed, "mean")
+                else PriorPolicy(prior.skills, num_envs, seed, "mean")  # loaded once
             )
             extra = run_episodes(env, mean, mean.begin, episodes, seed, None, progress)
             result["mean_skill"] = {k: v for k, v in extra.items() if k != "env_steps_per_s"}

@@ -137,13 +137,14 @@ class PriorPolicy(ClockedPolicy):
     z = mu_q_hat(s) (``mean``), then a = clip(f(s, z)) at every step."""
 
     def __init__(
-        self, ckpt: str | Path, num_envs: int, seed: int = 0, mode: str = "sampled"
+        self, ckpt: str | Path | Any, num_envs: int, seed: int = 0, mode: str = "sampled"
     ) -> None:
+        """``ckpt``: a skill checkpoint's path, or a ``SkillPrior`` loaded already."""
         from pourlit.skills.module import load_skill_prior
 
         if mode not in ("sampled", "mean"):
             raise ValueError(f"mode must be sampled or mean, got {mode!r}")
-        self.skills = load_skill_prior(ckpt)
+        self.skills = load_skill_prior(ckpt) if isinstance(ckpt, (str, Path)) else ckpt
         super().__init__(num_envs, self.skills.horizon, self.skills.latent_dim)
         self.mode = mode
         self.gen = torch.Generator().manual_seed(seed)
