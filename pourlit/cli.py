@@ -249,11 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the metrics to this file")
     e.add_argument(
         "--mode",
-        choices=("both", "sampled", "mean"),
+        choices=("both", "sampled", "mean", "best_mean"),
         default="both",
         help="RL and skill checkpoints: sampled skills as the agent acts (prior: z ~ q_hat; the "
-        "headline metrics), the mean skill, or both (default: sampled, plus mean_skill on the "
-        "same seeds)",
+        "headline metrics), the mean skill, best_mean (RL: the policy's mean skill or the "
+        "prior's, whichever its critic values higher), or both (default: sampled, plus "
+        "mean_skill on the same seeds)",
     )
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_cmd_evaluate)

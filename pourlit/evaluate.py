@@ -86,14 +86,15 @@ def evaluate(
     ``mode`` (RL and skill checkpoints): ``sampled`` (how the agent acts: a sample of pi, or
     the best of its candidate skills by Q when the checkpoint was trained with skill selection;
     for a skill prior z ~ q_hat(z | s)), ``mean`` (z = m tanh(mu_pi(s) / c); for a skill prior
-    z = mu_q_hat(s)), or ``both``: the sampled episodes give the headline metrics and the
+    z = mu_q_hat(s)), ``best_mean`` (RL only: the policy's mean skill or the prior's,
+    whichever its critic values higher), or ``both``: the sampled episodes give the headline metrics and the
     mean-skill ones are added under ``mean_skill``, on the same seeds. Action priors (BC)
     act deterministically in every mode.
 
     ``report`` is called with the metrics before ``video`` is written, so a failed video write
     (a full disk) loses no results."""
-    if mode not in ("sampled", "mean", "both"):
-        raise ValueError(f"mode must be sampled, mean or both, got {mode!r}")
+    if mode not in ("sampled", "mean", "best_mean", "both"):
+        raise ValueError(f"mode must be sampled, mean, best_mean or both, got {mode!r}")
     if episodes < 1 or num_envs < 1:
         raise ValueError("--episodes and --num-envs must be positive")
     if video is not None:
@@ -111,10 +112,12 @@ def evaluate(
         pol = ExpertPolicy(env, seed=seed)
         call, begin = pol, pol.begin
     elif kind == "rl":
-        hl = load_rl_policy(ckpt, num_envs, "mean" if mode == "mean" else "sampled", seed)
+        hl = load_rl_policy(ckpt, num_envs, "sampled" if mode == "both" else mode, seed)
         env = make_env(hl.module.space, hl.module.hparams.env, num_envs, str(ckpt))
         call, begin = hl, hl.begin
     else:
+        if mode == "best_mean":
+            raise ValueError(f"{ckpt}: --mode best_mean needs an RL checkpoint (its critic)")
         prior: Any = (
             BCPolicy(ckpt)
             if kind == "action_prior"

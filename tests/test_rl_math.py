@@ -17,6 +17,7 @@ from pourlit.rl.sac import (
     policy_loss,
     polyak_update,
     prior_divergence,
+    q_min,
     squashed_log_prob,
     squashed_sample,
 )
@@ -196,8 +197,17 @@ def test_critic_target_by_hand():
     terminated = torch.tensor([False, True])
     q1, q2 = torch.tensor([10.0, 5.0]), torch.tensor([8.0, 7.0])
     d = torch.tensor([2.0, 3.0])
-    y = critic_target(r, terminated, q1, q2, d, alpha=0.5, gamma=0.9, reward_scale=2.0)
+    y = critic_target(r, terminated, (q1, q2), d, alpha=0.5, gamma=0.9, reward_scale=2.0)
     assert y.tolist() == pytest.approx([1 * 2 + 0.9 * (8 - 0.5 * 2), 2 * 2])
+
+
+def test_an_ensembles_minimum_is_over_every_critic():
+    """With n critics, min_j runs over all n: the target, the policy loss and selection."""
+    qs = (torch.tensor([10.0, 5.0]), torch.tensor([8.0, 7.0]), torch.tensor([9.0, 1.0]))
+    assert q_min(qs).tolist() == [8.0, 1.0]
+    y = critic_target(torch.zeros(2), torch.zeros(2), qs, torch.zeros(2), 1.0, gamma=1.0)
+    assert y.tolist() == [8.0, 1.0]
+    assert policy_loss(qs, torch.zeros(2), 1.0).item() == pytest.approx(-(8.0 + 1.0) / 2)
 
 
 def test_critic_target_bootstraps_through_truncation_not_termination():
@@ -216,17 +226,17 @@ def test_critic_target_bootstraps_through_truncation_not_termination():
     assert out["truncated"].tolist() == [True, False]
     assert out["terminated"].tolist() == [False, True]
     nq = torch.tensor([4.0, 4.0])
-    y = critic_target(out["reward"], out["terminated"], nq, nq, torch.zeros(2), alpha=1.0)
+    y = critic_target(out["reward"], out["terminated"], (nq, nq), torch.zeros(2), alpha=1.0)
     assert y.tolist() == pytest.approx([1 + 0.99 * 4, 1])
     # float 0/1 flags, as stored by the replay buffer, work the same
-    y2 = critic_target(out["reward"], out["terminated"].float(), nq, nq, torch.zeros(2), 1.0)
+    y2 = critic_target(out["reward"], out["terminated"].float(), (nq, nq), torch.zeros(2), 1.0)
     assert torch.equal(y, y2)
 
 
 def test_critic_target_treats_alpha_as_constant():
     log_alpha = torch.zeros((), requires_grad=True)
     q = torch.ones(2, requires_grad=True)
-    y = critic_target(torch.ones(2), torch.zeros(2), q, q, torch.ones(2), log_alpha.exp())
+    y = critic_target(torch.ones(2), torch.zeros(2), (q, q), torch.ones(2), log_alpha.exp())
     y.sum().backward()
     assert log_alpha.grad is None
 
@@ -245,7 +255,7 @@ def test_policy_loss_by_hand_and_alpha_gets_no_gradient():
     q1, q2 = torch.tensor([1.0, 4.0]), torch.tensor([2.0, 3.0])
     d = torch.tensor([1.0, 2.0], requires_grad=True)
     log_alpha = torch.tensor(math.log(0.5), requires_grad=True)
-    loss = policy_loss(q1, q2, d, log_alpha.exp())
+    loss = policy_loss((q1, q2), d, log_alpha.exp())
     assert loss.item() == pytest.approx(((-1 + 0.5 * 1) + (-3 + 0.5 * 2)) / 2)
     loss.backward()
     assert log_alpha.grad is None
@@ -257,7 +267,7 @@ def test_policy_loss_with_log_prob_is_plain_sacs():
     q1, q2 = torch.tensor([1.0, 4.0]), torch.tensor([2.0, 3.0])
     lp = torch.tensor([1.0, -1.0], requires_grad=True)
     log_alpha = torch.tensor(math.log(0.5), requires_grad=True)
-    loss = policy_loss(q1, q2, lp, log_alpha.exp())
+    loss = policy_loss((q1, q2), lp, log_alpha.exp())
     assert loss.item() == pytest.approx(((0.5 * 1 - 1) + (0.5 * -1 - 3)) / 2)
     loss.backward()
     assert log_alpha.grad is None

@@ -80,6 +80,23 @@ def test_twin_critic_shapes() -> None:
     assert q1.shape == q2.shape == (4,)
     assert not torch.equal(q1, q2)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
+    # the twin critics keep their names, so older checkpoints load
+    assert {k.split(".")[0] for k in critic.state_dict()} == {"q1", "q2"}
+
+
+def test_critic_ensemble_with_layer_norm() -> None:
+    critic = TwinCritic(5, 3, hidden=16, layers=2, n=5, layer_norm=True)
+    qs = critic(torch.randn(4, 5), torch.randn(4, 3))
+    assert len(qs) == 5 and all(q.shape == (4,) for q in qs)
+    assert len({q.sum().item() for q in qs}) == 5  # independently initialised
+    assert sum(isinstance(m, nn.LayerNorm) for m in critic.modules()) == 5 * 2
+    with pytest.raises(ValueError, match="needs n >= 2 critics, got 1"):
+        TwinCritic(5, 3, n=1)
+    m = _small_module(critic_ensemble=4, critic_layer_norm=True)
+    assert len(m.critic(torch.randn(2, m.space.state_dim), torch.randn(2, 10))) == 4
+    assert m.critic_target.n == 4
+    with pytest.raises(ValueError, match="critic_ensemble must be >= 2, got 1"):
+        _small_module(critic_ensemble=1)
 
 
 def test_ssp_mode_uses_unit_gaussian_and_no_prior_init() -> None:
@@ -274,7 +291,9 @@ def _params(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("variant", ["skills", "flat", "selection", "returns", "residual", "demos"])
+@pytest.mark.parametrize(
+    "variant", ["skills", "flat", "selection", "returns", "residual", "demos", "ensemble"]
+)
 def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> None:
     """N updates + checkpoint + resume + N updates == 2N uninterrupted updates, bit for bit:
     networks, optimisers, log_alpha, replay buffer, counters, env and running skills; also with
@@ -287,6 +306,8 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
         kw |= dict(q_select=2, critic_warmup_updates=6, squash="prior")
     if variant == "returns":  # episodes' Monte Carlo returns in the replay, running ones saved
         kw |= dict(value_target="max", critic_state_norm=True)
+    if variant == "ensemble":  # five LayerNorm critics, their targets and optimiser state
+        kw |= dict(q_select=2, critic_warmup_updates=6, critic_ensemble=5, critic_layer_norm=True)
     if variant == "demos":
         from skill_fixtures import write_dataset
 
@@ -394,6 +415,45 @@ def test_prior_rollouts_act_with_sampled_or_mean_skills(monkeypatch) -> None:
     runs.clear()
     only = pourlit.evaluate.evaluate(str(SKILL_CKPT), episodes=2, mode="mean", progress=False)
     assert runs == [("mean", 2, 10_000)] and "mean_skill" not in only
+
+
+def test_best_mean_acts_with_the_better_mean_by_q() -> None:
+    """``best_mean``: z = argmax over {m tanh(mu_pi / c), m tanh(mu_q_hat / c)} of min_j Q_j,
+    chosen per state; without a learned prior it is the policy's mean skill."""
+    from pourlit.rl.acting import act
+
+    torch.manual_seed(0)
+    m = _small_module(squash="prior", action_scale=4.0)
+    with torch.no_grad():  # move the policy's mean away from the prior's
+        for p in m.policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    s = _states(m.space, 6)
+    scale, w = m.space.action_scale, m.squash_width
+    z_pi = scale * torch.tanh(m.policy(s).mu / w)
+    z_q = scale * torch.tanh(m.space.prior_dist(s).mu / w)
+    assert (z_pi - z_q).abs().max() > 1e-3
+    prefer_prior = torch.tensor([True, False, True, True, False, False])
+    target = torch.where(prefer_prior[:, None], z_q, z_pi)
+
+    class Critic(nn.Module):  # highest at each state's target; twin 2 a little lower
+        def forward(self, states, z):
+            k = z.shape[0] // target.shape[0]
+            q = -((z - target.repeat(k, 1)) ** 2).sum(-1)
+            return q, q - 0.1
+
+    m.critic = Critic()
+    assert torch.allclose(act(m, s, "best_mean"), target)
+    assert torch.allclose(act(m, s, "mean"), z_pi)
+    sac = _small_module(skill_ckpt=None, prior="none", prior_init=False, action_scale=None)
+    s = torch.randn(4, sac.space.state_dim)  # plain SAC, no learned prior: the policy's mean
+    assert torch.equal(act(sac, s, "best_mean"), act(sac, s, "mean"))
+
+
+def test_best_mean_needs_an_rl_checkpoint() -> None:
+    import pourlit.evaluate
+
+    with pytest.raises(ValueError, match="best_mean needs an RL checkpoint"):
+        pourlit.evaluate.evaluate(str(SKILL_CKPT), episodes=1, mode="best_mean", progress=False)
 
 
 @pytest.mark.parametrize("mode", ["mean", "sampled"])

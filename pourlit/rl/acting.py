@@ -32,8 +32,11 @@ def act(
     """Agent actions z (N, n_z) of the ``SACModule`` ``m`` for raw states (N, d_s), as the
     agent executes them.
 
-    ``mean``: z = m tanh(mu_pi(s) / c). ``sampled``: z = m tanh(u / c), u ~ pi(.|s), or during
-    ``warmup`` u ~ q_hat(.|s) where there is a learned prior (``prior="learned"``); once
+    ``mean``: z = m tanh(mu_pi(s) / c). ``best_mean``: of that and the learned prior's mean
+    skill m tanh(mu_q_hat(s) / c), the one with the higher min_j Q_j(s, z) (IBRL's choice
+    between its imitation and RL actors; without a learned prior, ``mean``).
+    ``sampled``: z = m tanh(u / c), u ~ pi(.|s), or during ``warmup`` u ~ q_hat(.|s) where
+    there is a learned prior (``prior="learned"``); once
     ``m.selecting`` (never during warmup), the best of ``skill_candidates`` by min_j Q_j(s, z).
     Noise comes from ``generator`` (else the global torch RNG, which training checkpoints, so a
     resumed run draws the same skills).
@@ -41,6 +44,12 @@ def act(
     scale, w = m.space.action_scale, m.squash_width
     if mode == "mean":
         return scale * torch.tanh(m.policy(states).mu / w)
+    if mode == "best_mean":
+        means = [m.policy(states).mu]
+        if m.space.prior is not None:
+            means.append(m.space.prior_dist(states).mu)
+        z = scale * torch.tanh(torch.stack(means) / w)  # (1 or 2, N, n_z)
+        return best_by_q(m.critic, states, z)[0]
     if not warmup and m.selecting:
         return best_by_q(m.critic, states, skill_candidates(m, states, generator))[0]
     learned_prior = warmup and m.hparams.prior == "learned"
@@ -115,6 +124,8 @@ class AgentPolicy(ClockedPolicy):
         """How it acts, e.g. ``sampled, best of 8 by Q`` or ``mean skill``."""
         if self.mode == "mean":
             return "mean skill"
+        if self.mode == "best_mean":
+            return "mean skill or the prior's, best by Q"
         k = int(self.module.hparams.q_select)
         if k == 0 or not self.module.selecting:  # selection off, or before the critic warmup ended
             return "sampled"

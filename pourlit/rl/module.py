@@ -123,8 +123,9 @@ class SACModule(L.LightningModule):
             critic learns the prior's value before the policy follows its gradient, and skill
             selection starts only after them. 0 = SPiRL.
         eval_mode: how validation episodes act: ``sampled`` (a sample of pi, with skill
-            selection when ``q_select`` > 0; SPiRL's reference evaluates sampled policies) or
-            ``mean`` (z = action_scale * tanh(mu(s))).
+            selection when ``q_select`` > 0; SPiRL's reference evaluates sampled policies),
+            ``mean`` (z = action_scale * tanh(mu(s))) or ``best_mean`` (that or the learned
+            prior's mean skill, whichever min_j Q_j values higher; ``pourlit.rl.acting.act``).
         squash: how the pre-tanh u becomes the agent action: ``tanh`` (SPiRL: z = m tanh(u))
             or ``prior`` (z = m tanh(u / m), slope 1 at 0, so a PI-initialised policy executes
             the prior's own skills wherever |z| << m; docs/algorithm.md section 3.1). Flat
@@ -136,6 +137,12 @@ class SACModule(L.LightningModule):
             actor-critic).
         critic_state_norm: the critics see states normalised with the prior's state
             statistics (SPiRL: raw states). Skills only.
+        critic_ensemble: how many critics Q_j (SPiRL: 2, the twin critics). Every min_j (the
+            policy loss, the critic target, skill selection) is over all of them: more critics
+            are more pessimistic where they disagree, which is where the policy's gradient
+            finds their errors (REDQ, RLPD).
+        critic_layer_norm: a LayerNorm after each hidden layer of every critic (RLPD; SPiRL:
+            none).
         base_ckpt: residual RL (``pourlit.rl.residual``): an RL checkpoint of this module whose
             agent keeps acting, frozen; this module then learns flat residual actions r that
             correct each of its env actions, a = clip(a_base + ``residual_scale`` * r, -1, 1),
@@ -195,6 +202,8 @@ class SACModule(L.LightningModule):
         squash: str = "tanh",
         value_target: str = "td",
         critic_state_norm: bool = False,
+        critic_ensemble: int = 2,
+        critic_layer_norm: bool = False,
         base_ckpt: str | None = None,
         residual_scale: float = 0.2,
         init_alpha: float = 1.0,
@@ -224,7 +233,15 @@ class SACModule(L.LightningModule):
         else:
             self.policy = initial_policy(sp, prior_init, critic_hidden)
         norm = (sp.state_mean, sp.state_std) if critic_state_norm else None
-        self.critic = TwinCritic(sp.state_dim, sp.latent_dim, critic_hidden, critic_layers, norm)
+        self.critic = TwinCritic(
+            sp.state_dim,
+            sp.latent_dim,
+            critic_hidden,
+            critic_layers,
+            norm,
+            critic_ensemble,
+            critic_layer_norm,
+        )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
         returns = value_target != "td"  # Monte Carlo targets: each transition's G_t too

@@ -11,7 +11,7 @@ from pourlit.rl.demos import check_demo_labels
 from pourlit.rl.returns import VALUE_TARGETS
 
 PRIORS = ("learned", "unit", "none", "zero")
-EVAL_MODES = ("sampled", "mean")
+EVAL_MODES = ("sampled", "mean", "best_mean")
 SQUASHES = ("tanh", "prior")
 
 
@@ -23,6 +23,8 @@ def check_options(hp: Any) -> None:
         raise ValueError("num_envs, batch_size and updates_per_transition must be positive")
     if hp.init_alpha <= 0:
         raise ValueError(f"init_alpha must be > 0, got {hp.init_alpha}")
+    if hp.critic_ensemble < 2:
+        raise ValueError(f"critic_ensemble must be >= 2, got {hp.critic_ensemble}")
     if hp.q_select < 0 or hp.critic_warmup_updates < 0:
         raise ValueError("q_select and critic_warmup_updates must be >= 0")
     if hp.squash not in SQUASHES:

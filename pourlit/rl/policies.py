@@ -90,11 +90,14 @@ def initial_policy(space: nn.Module, from_prior: bool, hidden: int) -> TanhGauss
 
 
 class TwinCritic(nn.Module):
-    """Two independent Q networks ``Q_j(s, a)``: plain MLPs (``layers`` hidden layers of
-    ``hidden`` units, ReLU, no normalisation layers) on ``concat(s, a)``, or with
-    ``state_norm = (mean, std)`` on ``concat((s - mean) / std, a)`` (the skill prior's state
-    statistics: the raw state mixes metres, radians and fractions, e.g. the cup-to-mouth
-    offset that decides a pour varies by centimetres)."""
+    """``n`` independent Q networks ``Q_j(s, a)`` (two: SAC's twin critics; more: an ensemble
+    whose minimum is more pessimistic where the networks disagree, which is where a policy
+    following their gradient finds their errors, as in REDQ and RLPD): MLPs (``layers``
+    hidden layers of ``hidden`` units, ReLU; with ``layer_norm`` a LayerNorm after each hidden
+    Linear, as in RLPD) on ``concat(s, a)``, or with ``state_norm = (mean, std)`` on
+    ``concat((s - mean) / std, a)`` (the skill prior's state statistics: the raw state mixes
+    metres, radians and fractions, e.g. the cup-to-mouth offset that decides a pour varies by
+    centimetres). The networks are attributes ``q1`` ... ``qn``."""
 
     def __init__(
         self,
@@ -103,27 +106,34 @@ class TwinCritic(nn.Module):
         hidden: int = 256,
         layers: int = 2,
         state_norm: tuple[torch.Tensor, torch.Tensor] | None = None,
+        n: int = 2,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         if layers < 1:
             raise ValueError(f"TwinCritic: layers must be >= 1, got {layers}")
+        if n < 2:
+            raise ValueError(f"TwinCritic: needs n >= 2 critics, got {n}")
         self.normalise = state_norm is not None
         if state_norm is not None:  # buffers only then: older checkpoints' critics have none
             self.register_buffer("state_mean", state_norm[0].clone().reshape(state_dim))
             self.register_buffer("state_std", state_norm[1].clone().reshape(state_dim))
 
         def mlp() -> nn.Sequential:
-            mods: list[nn.Module] = [nn.Linear(state_dim + act_dim, hidden), nn.ReLU()]
-            for _ in range(layers - 1):
-                mods += [nn.Linear(hidden, hidden), nn.ReLU()]
+            mods: list[nn.Module] = []
+            for i in range(layers):
+                mods.append(nn.Linear(state_dim + act_dim if i == 0 else hidden, hidden))
+                mods += [nn.LayerNorm(hidden), nn.ReLU()] if layer_norm else [nn.ReLU()]
             mods.append(nn.Linear(hidden, 1))
             return nn.Sequential(*mods)
 
-        self.q1, self.q2 = mlp(), mlp()
+        self.n = n
+        for j in range(1, n + 1):
+            setattr(self, f"q{j}", mlp())
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``states`` (B, d_s), ``actions`` (B, n_z) -> (q1 (B,), q2 (B,))."""
+        """``states`` (B, d_s), ``actions`` (B, n_z) -> (Q_1 (B,), ..., Q_n (B,))."""
         if self.normalise:
             states = (states - self.state_mean) / self.state_std
         x = torch.cat([states, actions], dim=-1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+        return tuple(getattr(self, f"q{j}")(x).squeeze(-1) for j in range(1, self.n + 1))

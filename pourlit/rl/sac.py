@@ -17,6 +17,7 @@ Shapes: B = batch, N = parallel envs, T = env steps, d_s = state size, n_z = ski
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,17 +87,23 @@ def prior_divergence(
     return d.clamp(-clamp, clamp)
 
 
+def q_min(qs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``min_j Q_j``: the pessimistic value of the twin critics (or an ensemble's), element-wise.
+
+    ``qs``: one (B,) tensor per critic; returns (B,)."""
+    return torch.stack(tuple(qs)).min(dim=0).values
+
+
 def critic_target(
     reward: torch.Tensor,
     done: torch.Tensor,
-    next_q1: torch.Tensor,
-    next_q2: torch.Tensor,
+    next_qs: Sequence[torch.Tensor],
     next_divergence_or_logprob: torch.Tensor,
     alpha: torch.Tensor | float,
     gamma: float = 0.99,
     reward_scale: float = 1.0,
 ) -> torch.Tensor:
-    """``y = r * reward_scale + (1 - done) * gamma * (min(Qbar_1, Qbar_2)(s', z') - alpha * D(s'))``
+    """``y = r * reward_scale + (1 - done) * gamma * (min_j Qbar_j(s', z') - alpha * D(s'))``
 
     with ``z' ~ pi(.|s')``. ``D`` is ``prior_divergence`` for SPiRL, or ``log pi(z'|s')`` for
     plain SAC (then ``-alpha * log pi`` is the entropy bonus). gamma is applied once per
@@ -106,33 +113,33 @@ def critic_target(
     a future, so its target bootstraps from s'. The reference code treats time limits as done;
     pourlit keeps them apart on purpose. ``alpha`` is a constant here (detached).
 
-    ``reward``, ``done`` (bool or 0/1), ``next_q1``, ``next_q2``, ``next_divergence_or_logprob``:
-    (B,); returns y (B,). Compute it under ``torch.no_grad()``; ``critic_loss`` stops its
-    gradient anyway.
+    ``reward``, ``done`` (bool or 0/1), ``next_divergence_or_logprob``: (B,); ``next_qs``: the
+    target critics' Qbar_j(s', z'), one (B,) per critic; returns y (B,). Compute it under
+    ``torch.no_grad()``; ``critic_loss`` stops its gradient anyway.
     """
     alpha = alpha.detach() if isinstance(alpha, torch.Tensor) else alpha
-    next_v = torch.min(next_q1, next_q2) - alpha * next_divergence_or_logprob
+    next_v = q_min(next_qs) - alpha * next_divergence_or_logprob
     return reward * reward_scale + (1.0 - done.float()) * gamma * next_v
 
 
 def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``L_Q_j = 0.5 * mean_b (Q_j(s_b, z_b) - stopgrad(y_b))^2`` for ONE critic j.
 
-    ``q``, ``target``: (B,); returns a scalar. Call once per twin critic and add.
+    ``q``, ``target``: (B,); returns a scalar. Call once per critic and add.
     """
     return 0.5 * (q - target.detach()).pow(2).mean()
 
 
 def policy_loss(
-    q1: torch.Tensor, q2: torch.Tensor, divergence: torch.Tensor, alpha: torch.Tensor | float
+    qs: Sequence[torch.Tensor], divergence: torch.Tensor, alpha: torch.Tensor | float
 ) -> torch.Tensor:
-    """``L_pi = mean_b [ -min(Q_1, Q_2)(s_b, z_b) + alpha * D(s_b) ]``, z_b ~ pi(.|s_b) (rsample).
+    """``L_pi = mean_b [ -min_j Q_j(s_b, z_b) + alpha * D(s_b) ]``, z_b ~ pi(.|s_b) (rsample).
 
     alpha is a constant here (detached): only the policy gets this gradient.
-    ``q1``, ``q2``, ``divergence``: (B,); returns a scalar.
+    ``qs``: Q_j(s_b, z_b), one (B,) per critic; ``divergence``: (B,); returns a scalar.
     """
     alpha = alpha.detach() if isinstance(alpha, torch.Tensor) else alpha
-    return (-torch.min(q1, q2) + alpha * divergence).mean()
+    return (-q_min(qs) + alpha * divergence).mean()
 
 
 def alpha_loss(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from pourlit.rl.sac import q_min
 from pourlit.skills.nets import DiagGaussian
 
 
@@ -36,15 +37,14 @@ def best_by_q(
     critic: torch.nn.Module, states: torch.Tensor, candidates: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``z*(s_b) = argmax_k min_j Q_j(s_b, z_kb)``: the candidate with the highest pessimistic
-    (twin-minimum) value.
+    (minimum over the critics) value.
 
-    ``critic(states, z)`` returns (q1 (B,), q2 (B,)); ``states`` (B, d_s), ``candidates``
+    ``critic(states, z)`` returns (Q_1 (B,), ..., Q_n (B,)); ``states`` (B, d_s), ``candidates``
     (K, B, n_z). Returns (z* (B, n_z), its value min_j Q_j (B,)).
     """
     k, b, n_z = candidates.shape
     s = states.unsqueeze(0).expand(k, b, states.shape[-1]).reshape(k * b, -1)
-    q1, q2 = critic(s, candidates.reshape(k * b, n_z))
-    q = torch.min(q1, q2).view(k, b)
+    q = q_min(critic(s, candidates.reshape(k * b, n_z))).view(k, b)
     best = q.argmax(dim=0)  # (B,)
     z = candidates.gather(0, best.view(1, b, 1).expand(1, b, n_z)).squeeze(0)
     return z, q.gather(0, best.view(1, b)).squeeze(0)

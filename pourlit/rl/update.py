@@ -9,7 +9,8 @@
                          with z' ~ pi(.|s'), or with skill selection the best by min_j Qbar_j
                          of z' and the candidates at s'; no gradient; Monte Carlo value
                          targets put G (``mc``) or max(y, G) (``max``) where episodes ended
-    4. critic losses     L_Q = sum_j 0.5 mean (Q_j(s, z) - y)^2
+    4. critic losses     L_Q = sum_j 0.5 mean (Q_j(s, z) - y)^2 over the twin critics
+                         (or ``critic_ensemble`` of them; every min_j is over all of them)
     5. policy step, 6. critic steps, 7. Polyak: Qbar <- (1 - tau) Qbar + tau Q
 
 D(s), the regulariser alpha weighs, is KL(pi(.|s) || q(.|s)) with q from ``divergence_target``
@@ -71,8 +72,7 @@ def sac_update(m: SACModule) -> dict[str, torch.Tensor]:
     # 2. policy loss (-min Q + alpha * D, or plain SAC's alpha * log pi - min Q)
     l_pi = None
     if learn_policy:
-        q1_pi, q2_pi = m.critic(s, z_pi)
-        l_pi = policy_loss(q1_pi, q2_pi, reg, alpha)
+        l_pi = policy_loss(m.critic(s, z_pi), reg, alpha)
 
     # 3. critic target; with skill selection, at the skill the agent would execute at s'
     with torch.no_grad():
@@ -84,14 +84,13 @@ def sac_update(m: SACModule) -> dict[str, torch.Tensor]:
             q_prior = prior2 if hp.prior == "learned" else None  # else: from the space
             cands = torch.cat([z2.unsqueeze(0), skill_candidates(m, s2, None, pi2, q_prior)])
             z2 = best_by_q(m.critic_target, s2, cands)[0]
-        tq1, tq2 = m.critic_target(s2, z2)
-        y = critic_target(r, term, tq1, tq2, reg2, alpha, hp.gamma, hp.reward_scale)
+        y = critic_target(r, term, m.critic_target(s2, z2), reg2, alpha, hp.gamma, hp.reward_scale)
         if hp.value_target != "td":  # Monte Carlo returns where the episode has ended
             y = mc_critic_target(y, b[MC_KEY] * hp.reward_scale, hp.value_target)
 
     # 4. critic losses
-    q1, q2 = m.critic(s, z)
-    l_q = critic_loss(q1, y) + critic_loss(q2, y)
+    qs = m.critic(s, z)
+    l_q = torch.stack([critic_loss(q, y) for q in qs]).sum()
 
     # 5. policy step (counted: one per update; a no-op during the critic warmup, where no
     # gradient reaches the policy), 6. critic step, 7. Polyak
@@ -109,7 +108,7 @@ def sac_update(m: SACModule) -> dict[str, torch.Tensor]:
         "critic_loss": l_q.detach(),
         "alpha_loss": l_alpha.detach(),
         "alpha": alpha,
-        "q": q1.detach().mean(),
+        "q": qs[0].detach().mean(),
     }
     if hp.prior == "none":
         out["entropy"] = -reg.detach().mean()
