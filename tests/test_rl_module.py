@@ -456,7 +456,7 @@ def test_best_mean_needs_an_rl_checkpoint() -> None:
         pourlit.evaluate.evaluate(str(SKILL_CKPT), episodes=1, mode="best_mean", progress=False)
 
 
-@pytest.mark.parametrize("mode", ["mean", "sampled"])
+@pytest.mark.parametrize("mode", ["mean", "sampled", "best_mean"])
 def test_validation_acts_in_eval_mode(tmp_path: Path, mode: str) -> None:
     """Validation (what best.ckpt is chosen on) runs the episodes ``pourlit evaluate --mode
     eval_mode`` would run on the validation seeds: same policy, same seeds, same return."""
@@ -470,7 +470,7 @@ def test_validation_acts_in_eval_mode(tmp_path: Path, mode: str) -> None:
     try:
         policy = AgentPolicy(m, env.num_envs, mode, 321)
         ref = run_episodes(env, policy, policy.begin, 2, 321, progress=False)
-        other = AgentPolicy(m, env.num_envs, "sampled" if mode == "mean" else "mean", 321)
+        other = AgentPolicy(m, env.num_envs, "mean" if mode == "sampled" else "sampled", 321)
         alt = run_episodes(env, other, other.begin, 2, 321, progress=False)
     finally:
         env.close()
