@@ -88,8 +88,8 @@ def evaluate(
     for a skill prior z ~ q_hat(z | s)), ``mean`` (z = m tanh(mu_pi(s) / c); for a skill prior
     z = mu_q_hat(s)), ``best_mean`` (RL only: the policy's mean skill or the prior's,
     whichever its critic values higher), or ``both``: the sampled episodes give the headline
-    metrics and the mean-skill ones are added under ``mean_skill``, on the same seeds. Action priors (BC)
-    act deterministically in every mode.
+    metrics and the mean-skill ones are added under ``mean_skill``, on the same seeds. Action
+    priors (BC) act deterministically in every mode.
 
     ``report`` is called with the metrics before ``video`` is written, so a failed video write
     (a full disk) loses no results."""
