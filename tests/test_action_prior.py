@@ -107,6 +107,8 @@ def test_bc_policy_and_flat_prior_start_as_the_prior(fitted: Path) -> None:
         SACModule(action_prior_ckpt=str(fitted), action_scale=2.0)
     with pytest.raises(ValueError, match="needs a learned prior"):
         SACModule(prior="learned", prior_init=False)
+    with pytest.raises(ValueError, match="select_prior_mean needs a learned prior"):
+        SACModule(prior="none", prior_init=False, q_select=1, select_prior_mean=True)
     with pytest.raises(ValueError, match="not both"):
         SACModule(skill_ckpt="a.ckpt", action_prior_ckpt=str(fitted))
 

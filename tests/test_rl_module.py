@@ -518,10 +518,41 @@ def test_selection_acts_with_the_best_candidate_by_q() -> None:
     assert act(m, s, "sampled").shape == (5, 10)
 
 
+def test_selection_weighs_the_prior_mean_skill() -> None:
+    """``select_prior_mean``: the candidates are 2K samples then m tanh(mu_q_hat / c); a
+    critic that values closeness to the prior's mean picks it, in acting and by name."""
+    from pourlit.rl.acting import AgentPolicy, act, skill_candidates
+    from pourlit.rl.select import candidates
+
+    torch.manual_seed(0)
+    m = _small_module(q_select=2, squash="prior", select_prior_mean=True)
+    m.updates = 1
+    s = _states(m.space.skills, n=5)
+    cands = skill_candidates(m, s, torch.Generator().manual_seed(3))
+    scale, w = m.space.action_scale, m.squash_width
+    z_mean = scale * torch.tanh(m.space.prior_dist(s).mu / w)
+    assert cands.shape == (5, 5, 10)  # 2 policy + 2 prior samples + the prior's mean
+    torch.testing.assert_close(cands[-1], z_mean)
+    pi, q = m.policy(s), m.space.prior_dist(s)  # the first 2K: the samples, as without the option
+    samples = candidates(pi, q, 2, scale, torch.Generator().manual_seed(3), w)
+    torch.testing.assert_close(cands[:4], samples)
+
+    class NearMean(torch.nn.Module):  # Q = -|z - z_mean(s)|^2: the prior's mean is the best
+        def forward(self, states, z):
+            ref = scale * torch.tanh(m.space.prior_dist(states).mu / w)
+            q = -((z - ref) ** 2).sum(-1)
+            return q, q
+
+    m.critic = NearMean()
+    torch.testing.assert_close(act(m, s, "sampled"), z_mean)
+    assert AgentPolicy(m, 2).name == "sampled, best of 4 and the prior's mean skill by Q"
+
+
 @pytest.mark.parametrize(
     ("kw", "msg"),
     [
         ({"q_select": -1}, "q_select"),
+        ({"select_prior_mean": True, "q_select": 0}, "select_prior_mean .* needs q_select >= 1"),
         ({"squash": "sigmoid"}, "squash must be one of"),
         ({"eval_mode": "greedy"}, "eval_mode must be one of"),
         ({"value_target": "lambda"}, "value_target must be one of"),

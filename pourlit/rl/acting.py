@@ -65,7 +65,8 @@ def skill_candidates(
     prior: DiagGaussian | None = None,
 ) -> torch.Tensor:
     """(2K, B, n_z): K squashed samples of pi(.|s) then K of the learned prior (K of pi only
-    where the space has no learned prior), K = ``q_select`` (``pourlit.rl.select.candidates``).
+    where the space has no learned prior), K = ``q_select`` (``pourlit.rl.select.candidates``);
+    with ``select_prior_mean`` the prior's mean skill m tanh(mu_q_hat(s) / c) last (2K + 1).
     ``pi`` / ``prior``: the two distributions at ``states`` when the caller has them already."""
     pi = m.policy(states) if pi is None else pi
     if m.space.prior is None:
@@ -73,7 +74,10 @@ def skill_candidates(
     elif prior is None:
         prior = m.space.prior_dist(states)
     k, scale, w = int(m.hparams.q_select), m.space.action_scale, m.squash_width
-    return candidates(pi, prior, k, scale, generator, w)
+    cands = candidates(pi, prior, k, scale, generator, w)
+    if m.hparams.get("select_prior_mean") and prior is not None:
+        cands = torch.cat([cands, (scale * torch.tanh(prior.mu / w)).unsqueeze(0)])
+    return cands
 
 
 class ClockedPolicy:
@@ -130,6 +134,8 @@ class AgentPolicy(ClockedPolicy):
         if k == 0 or not self.module.selecting:  # selection off, or before the critic warmup ended
             return "sampled"
         n = 2 * k if self.module.space.prior is not None else k
+        if self.module.hparams.get("select_prior_mean") and self.module.space.prior is not None:
+            return f"sampled, best of {n} and the prior's mean skill by Q"
         return f"sampled, best of {n} by Q"
 
     def choose(self, states: torch.Tensor) -> torch.Tensor:

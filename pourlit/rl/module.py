@@ -118,6 +118,10 @@ class SACModule(L.LightningModule):
             highest min_j Q_j(s, z); the critic target bootstraps from the same choice at s'
             (IBRL's target), so the critic values the policy that acts. 0 = SPiRL's plain
             sample of pi.
+        select_prior_mean: skill selection also weighs the learned prior's mean skill
+            m tanh(mu_q_hat(s) / c) (one more candidate, in acting and in the critic target), so
+            the executed skill can be the prior's best guess wherever the critic values it
+            highest. Needs ``q_select`` > 0 and a learned prior. False = the samples only.
         critic_warmup_updates: the first this many updates train the critics only (policy
             and temperature frozen, so the policy stays the prior it was copied from): the
             critic learns the prior's value before the policy follows its gradient, and skill
@@ -197,6 +201,7 @@ class SACModule(L.LightningModule):
         ll_squash: str = "clip",
         max_env_steps: int | None = None,
         q_select: int = 0,
+        select_prior_mean: bool = False,
         critic_warmup_updates: int = 0,
         eval_mode: str = "sampled",
         squash: str = "tanh",
@@ -227,7 +232,7 @@ class SACModule(L.LightningModule):
             args = (skill_ckpt, action_prior_ckpt, ckpt_hparams, action_scale, ll_squash)
             self.space, hp.ckpt_hparams = contextvars.Context().run(space_from_checkpoints, *args)
         sp = self.space
-        check_space(sp, prior, prior_init)
+        check_space(sp, prior, prior_init, select_prior_mean)
         if base_ckpt is not None:  # starts as the base: zero residual
             self.policy = residual_policy(sp, critic_hidden)
         else:

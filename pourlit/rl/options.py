@@ -27,6 +27,10 @@ def check_options(hp: Any) -> None:
         raise ValueError(f"critic_ensemble must be >= 2, got {hp.critic_ensemble}")
     if hp.q_select < 0 or hp.critic_warmup_updates < 0:
         raise ValueError("q_select and critic_warmup_updates must be >= 0")
+    if hp.select_prior_mean and hp.q_select < 1:
+        raise ValueError(
+            "select_prior_mean adds a candidate to skill selection: needs q_select >= 1"
+        )
     if hp.squash not in SQUASHES:
         raise ValueError(f"squash must be one of {SQUASHES}, got {hp.squash!r}")
     if hp.value_target not in VALUE_TARGETS:
@@ -56,12 +60,17 @@ def check_options(hp: Any) -> None:
         )
 
 
-def check_space(space: Any, prior: str, prior_init: bool) -> None:
-    """A learned prior to regularise toward or start from needs a space that has one."""
+def check_space(space: Any, prior: str, prior_init: bool, select_prior_mean: bool = False) -> None:
+    """A learned prior to regularise toward, start from or select the mean of needs a space
+    that has one."""
     if space.prior is None and (prior == "learned" or prior_init):
         raise ValueError(
             f"prior={prior!r}, prior_init={prior_init}: needs a learned prior, but no "
             "skill_ckpt or action_prior_ckpt is given (plain SAC: prior none, prior_init false)"
+        )
+    if space.prior is None and select_prior_mean:
+        raise ValueError(
+            "select_prior_mean needs a learned prior (skill_ckpt or action_prior_ckpt)"
         )
 
 
