@@ -306,8 +306,10 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
         kw |= dict(q_select=2, critic_warmup_updates=6, squash="prior")
     if variant == "returns":  # episodes' Monte Carlo returns in the replay, running ones saved
         kw |= dict(value_target="max", critic_state_norm=True)
-    if variant == "ensemble":  # five LayerNorm critics, their targets and optimiser state
+    if variant == "ensemble":  # five LayerNorm critics, their targets and optimiser state,
+        # choosing among the samples and the prior's mean skill
         kw |= dict(q_select=2, critic_warmup_updates=6, critic_ensemble=5, critic_layer_norm=True)
+        kw |= dict(select_prior_mean=True)
     if variant == "demos":
         from skill_fixtures import write_dataset
 
