@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pourlit.rl.select import best_by_q, candidates, squashed_samples
+from pourlit.rl.select import best_by_q, candidates, squashed_mean, squashed_samples
 from pourlit.skills.nets import DiagGaussian
 
 
@@ -43,13 +43,12 @@ def act(
     """
     scale, w = m.space.action_scale, m.squash_width
     if mode == "mean":
-        return scale * torch.tanh(m.policy(states).mu / w)
+        return squashed_mean(m.policy(states), scale, w)
     if mode == "best_mean":
-        means = [m.policy(states).mu]
+        means = [squashed_mean(m.policy(states), scale, w)]
         if m.space.prior is not None:
-            means.append(m.space.prior_dist(states).mu)
-        z = scale * torch.tanh(torch.stack(means) / w)  # (1 or 2, N, n_z)
-        return best_by_q(m.critic, states, z)[0]
+            means.append(squashed_mean(m.space.prior_dist(states), scale, w))
+        return best_by_q(m.critic, states, torch.stack(means))[0]  # of (1 or 2, N, n_z)
     if not warmup and m.selecting:
         return best_by_q(m.critic, states, skill_candidates(m, states, generator))[0]
     learned_prior = warmup and m.hparams.prior == "learned"
@@ -75,8 +74,8 @@ def skill_candidates(
         prior = m.space.prior_dist(states)
     k, scale, w = int(m.hparams.q_select), m.space.action_scale, m.squash_width
     cands = candidates(pi, prior, k, scale, generator, w)
-    if m.hparams.get("select_prior_mean") and prior is not None:
-        cands = torch.cat([cands, (scale * torch.tanh(prior.mu / w)).unsqueeze(0)])
+    if m.hparams.get("select_prior_mean"):  # construction refuses it without a learned prior
+        cands = torch.cat([cands, squashed_mean(prior, scale, w).unsqueeze(0)])
     return cands
 
 
@@ -134,9 +133,8 @@ class AgentPolicy(ClockedPolicy):
         if k == 0 or not self.module.selecting:  # selection off, or before the critic warmup ended
             return "sampled"
         n = 2 * k if self.module.space.prior is not None else k
-        if self.module.hparams.get("select_prior_mean") and self.module.space.prior is not None:
-            return f"sampled, best of {n} and the prior's mean skill by Q"
-        return f"sampled, best of {n} by Q"
+        mean = " and the prior's mean skill" if self.module.hparams.get("select_prior_mean") else ""
+        return f"sampled, best of {n}{mean} by Q"
 
     def choose(self, states: torch.Tensor) -> torch.Tensor:
         return act(self.module, states, self.mode, generator=self.gen)

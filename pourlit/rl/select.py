@@ -33,6 +33,11 @@ def squashed_samples(
     return scale * torch.tanh((dist.mu + dist.sigma * eps) / width)
 
 
+def squashed_mean(dist: DiagGaussian, scale: float, width: float = 1.0) -> torch.Tensor:
+    """The mean agent action ``z = scale * tanh(mu / width)``. Parameters (..., n_z) -> same."""
+    return scale * torch.tanh(dist.mu / width)
+
+
 def best_by_q(
     critic: torch.nn.Module, states: torch.Tensor, candidates: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
