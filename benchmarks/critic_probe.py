@@ -1,0 +1,279 @@
+"""Can a critic pick better skills than the prior it rates? An offline probe of a skill checkpoint.
+
+Three steps, each a subcommand (BENCHMARKS.md, thirteenth session, has the figures):
+
+    python benchmarks/critic_probe.py collect --skill-ckpt S --episodes 500 --seed 30000 --out d0.pt
+    python benchmarks/critic_probe.py fit --data d0.pt d1.pt --out critic.pt
+    python benchmarks/critic_probe.py act --skill-ckpt S --critic critic.pt --mode best --k 8 \\
+        --margin 0.1 --episodes 100 --seed 20000
+
+``collect``: the prior acts with its mean skill z = mu_q(s), each decision replaced with
+probability p by a sample z ~ q(.|s), so what follows a decision is nearly deterministic and an
+episode's outcome rates the decisions in it with little noise from later ones.
+``fit``: an ensemble of LayerNorm MLPs Q_j(s, z) regresses each decision's episode outcome.
+``act``: the prior's mean skill, one prior sample, or the best by the critic of the mean and K
+prior samples (the mean favoured by a margin), on seeded episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from pourlit.rl.acting import ClockedPolicy
+from pourlit.sim.env import EnvConfig, PouringVecEnv
+from pourlit.sim.episodes import run_episodes
+from pourlit.skills.module import load_skill_prior
+
+
+def perturbations_after(perturbed: np.ndarray) -> np.ndarray:
+    """n_t = sum_{k > t} perturbed_k: how many perturbed decisions follow decision t."""
+    return np.cumsum(perturbed[::-1])[::-1] - perturbed
+
+
+def collect(
+    skill_ckpt: str, episodes: int, p: float, seed: int, out: str, num_envs: int = 2
+) -> dict:
+    """Roll out z_t = mu_q(s_t), or w.p. ``p`` z_t ~ q(.|s_t); save per decision (s, z,
+    perturbed, n_after) and its episode's outcome (success, poured - spilled)."""
+    skills = load_skill_prior(skill_ckpt)
+    env = PouringVecEnv(EnvConfig.merged(skills.env_config, num_envs=num_envs))
+    gen = torch.Generator().manual_seed(seed)
+    clock = np.zeros(num_envs, dtype=np.int64)
+    z = torch.zeros(num_envs, skills.latent_dim)
+    open_eps: list[list[tuple]] = [[] for _ in range(num_envs)]
+    rows: dict[str, list] = {
+        k: [] for k in ("s", "z", "pert", "n_after", "success", "outcome", "ep")
+    }
+    obs, done = env.reset(seed=seed), 0
+    with torch.no_grad():
+        while done < episodes:
+            new = np.flatnonzero(clock % skills.horizon == 0)
+            if len(new):
+                q = skills.prior_dist(obs[new])
+                pert = torch.rand(len(new), generator=gen) < p
+                sample = q.mu + q.sigma * torch.randn(q.mu.shape, generator=gen)
+                z[new] = torch.where(pert[:, None], sample, q.mu)
+                for j, i in enumerate(new):
+                    open_eps[i].append((obs[i].clone(), z[i].clone(), bool(pert[j])))
+            clock += 1
+            obs, _, term, trunc, info = env.step(skills.decode(obs, z).clamp(-1.0, 1.0))
+            for i in np.flatnonzero((term | trunc).numpy()):
+                if done < episodes and open_eps[i]:
+                    perts = np.array([d[2] for d in open_eps[i]])
+                    outcome = float(info["poured_fraction"][i] - info["spilled_fraction"][i])
+                    after = perturbations_after(perts)
+                    for (s, zz, pt), n in zip(open_eps[i], after, strict=True):
+                        row = {"s": s, "z": zz, "pert": pt, "n_after": int(n), "ep": done}
+                        row |= {"success": bool(info["success"][i]), "outcome": outcome}
+                        for key, value in row.items():
+                            rows[key].append(value)
+                    done += 1
+                    if done % 50 == 0:
+                        print(f"collect: {done}/{episodes} episodes", flush=True)
+                open_eps[i], clock[i] = [], 0
+    data = {k: torch.stack(v) if k in ("s", "z") else torch.tensor(v) for k, v in rows.items()}
+    torch.save(data, out)
+    return {"decisions": len(rows["s"]), "episodes": episodes, "perturbed": int(data["pert"].sum())}
+
+
+def critic_net(in_dim: int, hidden: int = 256) -> nn.Sequential:
+    """One member: 3 x (Linear, LayerNorm, ReLU), then a scalar."""
+    layers: list[nn.Module] = []
+    for d in (in_dim, hidden, hidden):
+        layers += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(hidden, 1))
+
+
+class ProbeCritic(nn.Module):
+    """Q_j((s - m) / sd, z / 2), j = 1..E; ``score`` = mean_j Q_j - kappa std_j Q_j."""
+
+    def __init__(
+        self, state_mean: torch.Tensor, state_std: torch.Tensor, latent_dim: int, members: int = 4
+    ):
+        super().__init__()
+        self.register_buffer("state_mean", state_mean)
+        self.register_buffer("state_std", state_std)
+        self.members = nn.ModuleList(
+            critic_net(len(state_mean) + latent_dim) for _ in range(members)
+        )
+
+    def inputs(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(s - self.state_mean) / self.state_std, z / 2.0], -1)
+
+    def forward(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(E, ...) member values for states (..., d_s) and skills (..., n_z)."""
+        x = self.inputs(s, z)
+        return torch.stack([m(x).squeeze(-1) for m in self.members])
+
+    def score(self, s: torch.Tensor, z: torch.Tensor, kappa: float) -> torch.Tensor:
+        q = self(s, z)
+        return q.mean(0) - kappa * q.std(0)
+
+
+def load_critic(path: str) -> ProbeCritic:
+    """A critic saved by ``fit``."""
+    saved = torch.load(path)
+    n = saved["state_dim"]
+    critic = ProbeCritic(torch.zeros(n), torch.ones(n), saved["latent_dim"], saved["members"])
+    critic.load_state_dict(saved["state_dict"])
+    return critic.eval()
+
+
+def fit(files: list[str], out: str, steps: int = 6000, members: int = 4, seed: int = 0) -> dict:
+    """Each member regresses the outcome y on its own batches of 512, loss
+    sum_i w_i (Q(s_i, z_i) - y_i)^2 / sum_i w_i with w_i = 1 / (1 + n_after_i) (AdamW 1e-3,
+    cosine decay); 10 % of the episodes held out, reported as squared error and its variance."""
+    torch.manual_seed(seed)
+    parts, offset = [], 0
+    for f in files:
+        d = dict(torch.load(f))
+        d["ep"] = d["ep"] + offset
+        offset = int(d["ep"].max()) + 1
+        parts.append(d)
+    d = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    held = torch.isin(d["ep"], torch.randperm(offset)[: max(1, offset // 10)])
+    train, val = torch.nonzero(~held).squeeze(1), torch.nonzero(held).squeeze(1)
+    critic = ProbeCritic(
+        d["s"][train].mean(0), d["s"][train].std(0) + 1e-3, d["z"].shape[1], members
+    )
+    y, w = d["outcome"].float(), 1.0 / (1.0 + d["n_after"].float())
+    opt = torch.optim.AdamW(critic.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    x = critic.inputs(d["s"], d["z"])
+    for step in range(steps):
+        loss = torch.zeros(())
+        for m in critic.members:
+            i = train[torch.randint(len(train), (512,))]
+            loss = loss + (w[i] * (m(x[i]).squeeze(-1) - y[i]) ** 2).sum() / w[i].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 1000 == 0:
+            print(f"fit: step {step}/{steps}, loss {loss.item() / members:.4f}", flush=True)
+    with torch.no_grad():
+        err = float(((critic(d["s"][val], d["z"][val]).mean(0) - y[val]) ** 2).mean())
+    shapes = {"state_dim": d["s"].shape[1], "latent_dim": d["z"].shape[1], "members": members}
+    torch.save({"state_dict": critic.state_dict(), **shapes}, out)
+    return {
+        "decisions": len(y),
+        "episodes": offset,
+        "held_out_mse": err,
+        "held_out_var": float(y[val].var()),
+    }
+
+
+class ProbePolicy(ClockedPolicy):
+    """The prior's skills: ``mean`` mu_q(s); ``sampled`` z ~ q(.|s); ``best``: of mu_q(s) and
+    K samples the argmax of score(s, z) + margin [z = mu_q(s)]."""
+
+    def __init__(
+        self,
+        skills,
+        mode: str,
+        critic=None,
+        k: int = 8,
+        margin: float = 0.1,
+        kappa: float = 1.0,
+        seed: int = 0,
+    ):
+        super().__init__(2, skills.horizon, skills.latent_dim)
+        self.skills, self.mode, self.critic = skills, mode, critic
+        self.k, self.margin, self.kappa = k, margin, kappa
+        self.gen = torch.Generator().manual_seed(seed)
+        self.not_mean = [0, 0]
+
+    def choose(self, states: torch.Tensor) -> torch.Tensor:
+        q = self.skills.prior_dist(states)
+        if self.mode == "mean":
+            return q.mu
+        eps = torch.randn((max(self.k, 1),) + q.mu.shape, generator=self.gen)
+        if self.mode == "sampled":
+            return q.mu + q.sigma * eps[0]
+        cands = torch.cat([q.mu[None], q.mu + q.sigma * eps])  # (1 + K, B, n_z)
+        score = self.critic.score(states.expand(len(cands), -1, -1), cands, self.kappa)
+        score[0] += self.margin
+        best = score.argmax(0)
+        self.not_mean[0] += int((best > 0).sum())
+        self.not_mean[1] += len(best)
+        return cands[best, torch.arange(len(best))]
+
+    def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.skills.decode(states, z).clamp(-1.0, 1.0)
+
+
+def act(
+    skill_ckpt: str,
+    mode: str,
+    critic: str | None,
+    k: int,
+    margin: float,
+    kappa: float,
+    episodes: int,
+    seed: int,
+) -> dict:
+    skills = load_skill_prior(skill_ckpt)
+    net = load_critic(critic) if mode == "best" else None
+    policy = ProbePolicy(skills, mode, net, k, margin, kappa, seed)
+    env = PouringVecEnv(EnvConfig.merged(skills.env_config, num_envs=2))
+    result = run_episodes(env, policy, policy.begin, episodes, seed, None, True)
+    result.update(mode=mode, k=k, margin=margin, kappa=kappa, seed=seed)
+    if mode == "best":
+        result["not_mean_fraction"] = policy.not_mean[0] / max(policy.not_mean[1], 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--skill-ckpt", required=True)
+    c.add_argument("--episodes", type=int, default=500)
+    c.add_argument("--perturb", type=float, default=0.15, help="probability of a prior sample")
+    c.add_argument("--seed", type=int, default=30000, help="keep apart from 10000 and 20000")
+    c.add_argument("--out", required=True)
+    f = sub.add_parser("fit")
+    f.add_argument("--data", nargs="+", required=True)
+    f.add_argument("--out", required=True)
+    f.add_argument("--steps", type=int, default=6000)
+    f.add_argument("--members", type=int, default=4)
+    f.add_argument("--seed", type=int, default=0, help="initialisation, batches, held-out episodes")
+    a = sub.add_parser("act")
+    a.add_argument("--skill-ckpt", required=True)
+    a.add_argument("--mode", choices=("mean", "sampled", "best"), default="best")
+    a.add_argument("--critic")
+    a.add_argument("--k", type=int, default=8)
+    a.add_argument("--margin", type=float, default=0.1)
+    a.add_argument("--kappa", type=float, default=1.0)
+    a.add_argument("--episodes", type=int, default=100)
+    a.add_argument("--seed", type=int, default=20000, help="20000 validation, 10000 held out")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.cmd == "collect":
+        out = collect(args.skill_ckpt, args.episodes, args.perturb, args.seed, args.out)
+    elif args.cmd == "fit":
+        torch.set_num_threads(2)
+        out = fit(args.data, args.out, args.steps, args.members, args.seed)
+    else:
+        if args.mode == "best" and not args.critic:
+            ap.error("act --mode best needs --critic")
+        out = act(
+            args.skill_ckpt,
+            args.mode,
+            args.critic,
+            args.k,
+            args.margin,
+            args.kappa,
+            args.episodes,
+            args.seed,
+        )
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
