@@ -128,6 +128,8 @@ def fit(files: list[str], out: str, steps: int = 6000, members: int = 4, seed: i
     """Each member regresses the outcome y on its own batches of 512, loss
     sum_i w_i (Q(s_i, z_i) - y_i)^2 / sum_i w_i with w_i = 1 / (1 + n_after_i) (AdamW 1e-3,
     cosine decay); 10 % of the episodes held out, reported as squared error and its variance."""
+    if members < 2:
+        raise ValueError(f"members must be >= 2 (the score uses their spread), got {members}")
     torch.manual_seed(seed)
     parts, offset = [], 0
     for f in files:
@@ -181,8 +183,13 @@ class ProbePolicy(ClockedPolicy):
         margin: float = 0.1,
         kappa: float = 1.0,
         seed: int = 0,
+        num_envs: int = 2,
     ):
-        super().__init__(2, skills.horizon, skills.latent_dim)
+        if mode not in ("mean", "sampled", "best"):
+            raise ValueError(f"mode must be mean, sampled or best, got {mode!r}")
+        if mode == "best" and (critic is None or k < 1):
+            raise ValueError(f"mode best needs a critic and k >= 1, got k = {k}")
+        super().__init__(num_envs, skills.horizon, skills.latent_dim)
         self.skills, self.mode, self.critic = skills, mode, critic
         self.k, self.margin, self.kappa = k, margin, kappa
         self.gen = torch.Generator().manual_seed(seed)
@@ -192,9 +199,9 @@ class ProbePolicy(ClockedPolicy):
         q = self.skills.prior_dist(states)
         if self.mode == "mean":
             return q.mu
-        eps = torch.randn((max(self.k, 1),) + q.mu.shape, generator=self.gen)
-        if self.mode == "sampled":
-            return q.mu + q.sigma * eps[0]
+        if self.mode == "sampled":  # the draws of pourlit's PriorPolicy, so the same episodes
+            return q.mu + q.sigma * torch.randn(q.mu.shape, generator=self.gen)
+        eps = torch.randn((self.k,) + q.mu.shape, generator=self.gen)
         cands = torch.cat([q.mu[None], q.mu + q.sigma * eps])  # (1 + K, B, n_z)
         score = self.critic.score(states.expand(len(cands), -1, -1), cands, self.kappa)
         score[0] += self.margin
@@ -216,11 +223,13 @@ def act(
     kappa: float,
     episodes: int,
     seed: int,
+    num_envs: int = 2,
 ) -> dict:
+    """Success and liquid fractions of ``episodes`` seeded episodes of ``ProbePolicy``."""
     skills = load_skill_prior(skill_ckpt)
     net = load_critic(critic) if mode == "best" else None
-    policy = ProbePolicy(skills, mode, net, k, margin, kappa, seed)
-    env = PouringVecEnv(EnvConfig.merged(skills.env_config, num_envs=2))
+    policy = ProbePolicy(skills, mode, net, k, margin, kappa, seed, num_envs)
+    env = PouringVecEnv(EnvConfig.merged(skills.env_config, num_envs=num_envs))
     result = run_episodes(env, policy, policy.begin, episodes, seed, None, True)
     result.update(mode=mode, k=k, margin=margin, kappa=kappa, seed=seed)
     if mode == "best":
@@ -260,8 +269,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(2)
         out = fit(args.data, args.out, args.steps, args.members, args.seed)
     else:
-        if args.mode == "best" and not args.critic:
-            ap.error("act --mode best needs --critic")
+        if args.mode == "best" and (not args.critic or args.k < 1):
+            ap.error("act --mode best needs --critic and --k >= 1")
         out = act(
             args.skill_ckpt,
             args.mode,
