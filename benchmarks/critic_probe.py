@@ -35,6 +35,27 @@ def perturbations_after(perturbed: np.ndarray) -> np.ndarray:
     return np.cumsum(perturbed[::-1])[::-1] - perturbed
 
 
+def perturbed_mean_skills(q, p: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = mu_q(s), replaced w.p. ``p`` by z = mu_q(s) + sigma_q(s) eps, eps ~ N(0, I); and
+    which were replaced."""
+    pert = torch.rand(len(q.mu), generator=gen) < p
+    sample = q.mu + q.sigma * torch.randn(q.mu.shape, generator=gen)
+    return torch.where(pert[:, None], sample, q.mu), pert
+
+
+def episode_rows(decisions: list[tuple], info: dict, i: int, episode: int) -> list[dict]:
+    """One row per decision (s, z, perturbed) of env ``i``'s ended episode, with n_after and
+    the episode's outcome y = poured - spilled (``info`` of its last step)."""
+    after = perturbations_after(np.array([d[2] for d in decisions]))
+    outcome = float(info["poured_fraction"][i] - info["spilled_fraction"][i])
+    success = bool(info["success"][i])
+    return [
+        {"s": s, "z": z, "pert": pt, "n_after": int(n), "ep": episode}
+        | {"success": success, "outcome": outcome}
+        for (s, z, pt), n in zip(decisions, after, strict=True)
+    ]
+
+
 def collect(
     skill_ckpt: str, episodes: int, p: float, seed: int, out: str, num_envs: int = 2
 ) -> dict:
@@ -54,22 +75,14 @@ def collect(
         while done < episodes:
             new = np.flatnonzero(clock % skills.horizon == 0)
             if len(new):
-                q = skills.prior_dist(obs[new])
-                pert = torch.rand(len(new), generator=gen) < p
-                sample = q.mu + q.sigma * torch.randn(q.mu.shape, generator=gen)
-                z[new] = torch.where(pert[:, None], sample, q.mu)
+                z[new], pert = perturbed_mean_skills(skills.prior_dist(obs[new]), p, gen)
                 for j, i in enumerate(new):
                     open_eps[i].append((obs[i].clone(), z[i].clone(), bool(pert[j])))
             clock += 1
             obs, _, term, trunc, info = env.step(skills.decode(obs, z).clamp(-1.0, 1.0))
             for i in np.flatnonzero((term | trunc).numpy()):
                 if done < episodes and open_eps[i]:
-                    perts = np.array([d[2] for d in open_eps[i]])
-                    outcome = float(info["poured_fraction"][i] - info["spilled_fraction"][i])
-                    after = perturbations_after(perts)
-                    for (s, zz, pt), n in zip(open_eps[i], after, strict=True):
-                        row = {"s": s, "z": zz, "pert": pt, "n_after": int(n), "ep": done}
-                        row |= {"success": bool(info["success"][i]), "outcome": outcome}
+                    for row in episode_rows(open_eps[i], info, i, done):
                         for key, value in row.items():
                             rows[key].append(value)
                     done += 1
@@ -124,6 +137,48 @@ def load_critic(path: str) -> ProbeCritic:
     return critic.eval()
 
 
+def load_collections(files: list[str]) -> tuple[dict[str, torch.Tensor], int]:
+    """The decisions of ``collect`` files, one table, episode ids made unique; and the number
+    of episodes."""
+    parts, offset = [], 0
+    for f in files:
+        d = dict(torch.load(f))
+        d["ep"] = d["ep"] + offset
+        offset = int(d["ep"].max()) + 1
+        parts.append(d)
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}, offset
+
+
+def split_by_episode(ep: torch.Tensor, episodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices of the training and held-out decisions: a random tenth of the episodes
+    (at least one) held out whole."""
+    held = torch.isin(ep, torch.randperm(episodes)[: max(1, episodes // 10)])
+    return torch.nonzero(~held).squeeze(1), torch.nonzero(held).squeeze(1)
+
+
+def train_members(
+    critic: ProbeCritic, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, rows, steps: int
+) -> None:
+    """Each member j minimises sum_i w_i (Q_j(x_i) - y_i)^2 / sum_i w_i on its own batches of
+    512 of ``rows`` (AdamW 1e-3, weight decay 1e-4, cosine decay over ``steps``)."""
+    opt = torch.optim.AdamW(critic.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for step in range(steps):
+        loss = torch.zeros(())
+        for m in critic.members:
+            i = rows[torch.randint(len(rows), (512,))]
+            loss = loss + (w[i] * (m(x[i]).squeeze(-1) - y[i]) ** 2).sum() / w[i].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 1000 == 0:
+            print(
+                f"fit: step {step}/{steps}, loss {loss.item() / len(critic.members):.4f}",
+                flush=True,
+            )
+
+
 def fit(files: list[str], out: str, steps: int = 6000, members: int = 4, seed: int = 0) -> dict:
     """Each member regresses the outcome y on its own batches of 512, loss
     sum_i w_i (Q(s_i, z_i) - y_i)^2 / sum_i w_i with w_i = 1 / (1 + n_after_i) (AdamW 1e-3,
@@ -131,33 +186,13 @@ def fit(files: list[str], out: str, steps: int = 6000, members: int = 4, seed: i
     if members < 2:
         raise ValueError(f"members must be >= 2 (the score uses their spread), got {members}")
     torch.manual_seed(seed)
-    parts, offset = [], 0
-    for f in files:
-        d = dict(torch.load(f))
-        d["ep"] = d["ep"] + offset
-        offset = int(d["ep"].max()) + 1
-        parts.append(d)
-    d = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    held = torch.isin(d["ep"], torch.randperm(offset)[: max(1, offset // 10)])
-    train, val = torch.nonzero(~held).squeeze(1), torch.nonzero(held).squeeze(1)
+    d, offset = load_collections(files)
+    train, val = split_by_episode(d["ep"], offset)
     critic = ProbeCritic(
         d["s"][train].mean(0), d["s"][train].std(0) + 1e-3, d["z"].shape[1], members
     )
     y, w = d["outcome"].float(), 1.0 / (1.0 + d["n_after"].float())
-    opt = torch.optim.AdamW(critic.parameters(), lr=1e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    x = critic.inputs(d["s"], d["z"])
-    for step in range(steps):
-        loss = torch.zeros(())
-        for m in critic.members:
-            i = train[torch.randint(len(train), (512,))]
-            loss = loss + (w[i] * (m(x[i]).squeeze(-1) - y[i]) ** 2).sum() / w[i].sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 1000 == 0:
-            print(f"fit: step {step}/{steps}, loss {loss.item() / members:.4f}", flush=True)
+    train_members(critic, critic.inputs(d["s"], d["z"]), y, w, train, steps)
     with torch.no_grad():
         err = float(((critic(d["s"][val], d["z"][val]).mean(0) - y[val]) ** 2).mean())
     shapes = {"state_dim": d["s"].shape[1], "latent_dim": d["z"].shape[1], "members": members}
