@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pourlit.rl.acting import ClockedPolicy
+from pourlit.rl.acting import PriorPolicy
+from pourlit.rl.policies import TwinCritic
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 from pourlit.sim.episodes import run_episodes
 from pourlit.skills.module import load_skill_prior
@@ -94,45 +95,36 @@ def collect(
     return {"decisions": len(rows["s"]), "episodes": episodes, "perturbed": int(data["pert"].sum())}
 
 
-def critic_net(in_dim: int, hidden: int = 256) -> nn.Sequential:
-    """One member: 3 x (Linear, LayerNorm, ReLU), then a scalar."""
-    layers: list[nn.Module] = []
-    for d in (in_dim, hidden, hidden):
-        layers += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(hidden, 1))
+def make_critic(
+    state_mean: torch.Tensor, state_std: torch.Tensor, latent_dim: int, members: int
+) -> TwinCritic:
+    """pourlit's RL critic as an ensemble: ``members`` MLPs (3 x 256, LayerNorm, ReLU)
+    Q_j((s - mean) / std, a); the probe feeds it a = z / 2."""
+    state_dim = len(state_mean)
+    return TwinCritic(state_dim, latent_dim, 256, 3, (state_mean, state_std), members, True)
 
 
-class ProbeCritic(nn.Module):
-    """Q_j((s - m) / sd, z / 2), j = 1..E; ``score`` = mean_j Q_j - kappa std_j Q_j."""
-
-    def __init__(
-        self, state_mean: torch.Tensor, state_std: torch.Tensor, latent_dim: int, members: int = 4
-    ):
-        super().__init__()
-        self.register_buffer("state_mean", state_mean)
-        self.register_buffer("state_std", state_std)
-        self.members = nn.ModuleList(
-            critic_net(len(state_mean) + latent_dim) for _ in range(members)
-        )
-
-    def inputs(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([(s - self.state_mean) / self.state_std, z / 2.0], -1)
-
-    def forward(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """(E, ...) member values for states (..., d_s) and skills (..., n_z)."""
-        x = self.inputs(s, z)
-        return torch.stack([m(x).squeeze(-1) for m in self.members])
-
-    def score(self, s: torch.Tensor, z: torch.Tensor, kappa: float) -> torch.Tensor:
-        q = self(s, z)
-        return q.mean(0) - kappa * q.std(0)
+def member_nets(critic: TwinCritic) -> list[nn.Module]:
+    """The ensemble's networks Q_1 ... Q_E."""
+    return [getattr(critic, f"q{j}") for j in range(1, critic.n + 1)]
 
 
-def load_critic(path: str) -> ProbeCritic:
+def critic_inputs(critic: TwinCritic, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """What every member reads: concat((s - mean) / std, z / 2)."""
+    return torch.cat([(s - critic.state_mean) / critic.state_std, z / 2.0], -1)
+
+
+def score(critic: TwinCritic, s: torch.Tensor, z: torch.Tensor, kappa: float) -> torch.Tensor:
+    """mean_j Q_j(s, z / 2) - kappa std_j Q_j(s, z / 2), for states (..., d_s), skills (..., n_z)."""
+    q = torch.stack(critic(s, z / 2.0))
+    return q.mean(0) - kappa * q.std(0)
+
+
+def load_critic(path: str) -> TwinCritic:
     """A critic saved by ``fit``."""
     saved = torch.load(path)
     n = saved["state_dim"]
-    critic = ProbeCritic(torch.zeros(n), torch.ones(n), saved["latent_dim"], saved["members"])
+    critic = make_critic(torch.zeros(n), torch.ones(n), saved["latent_dim"], saved["members"])
     critic.load_state_dict(saved["state_dict"])
     return critic.eval()
 
@@ -157,7 +149,7 @@ def split_by_episode(ep: torch.Tensor, episodes: int) -> tuple[torch.Tensor, tor
 
 
 def train_members(
-    critic: ProbeCritic, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, rows, steps: int
+    critic: TwinCritic, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, rows, steps: int
 ) -> None:
     """Each member j minimises sum_i w_i (Q_j(x_i) - y_i)^2 / sum_i w_i on its own batches of
     512 of ``rows`` (AdamW 1e-3, weight decay 1e-4, cosine decay over ``steps``)."""
@@ -165,7 +157,7 @@ def train_members(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for step in range(steps):
         loss = torch.zeros(())
-        for m in critic.members:
+        for m in member_nets(critic):
             i = rows[torch.randint(len(rows), (512,))]
             loss = loss + (w[i] * (m(x[i]).squeeze(-1) - y[i]) ** 2).sum() / w[i].sum()
         opt.zero_grad()
@@ -174,7 +166,7 @@ def train_members(
         sched.step()
         if step % 1000 == 0:
             print(
-                f"fit: step {step}/{steps}, loss {loss.item() / len(critic.members):.4f}",
+                f"fit: step {step}/{steps}, loss {loss.item() / critic.n:.4f}",
                 flush=True,
             )
 
@@ -188,13 +180,14 @@ def fit(files: list[str], out: str, steps: int = 6000, members: int = 4, seed: i
     torch.manual_seed(seed)
     d, offset = load_collections(files)
     train, val = split_by_episode(d["ep"], offset)
-    critic = ProbeCritic(
+    critic = make_critic(
         d["s"][train].mean(0), d["s"][train].std(0) + 1e-3, d["z"].shape[1], members
     )
     y, w = d["outcome"].float(), 1.0 / (1.0 + d["n_after"].float())
-    train_members(critic, critic.inputs(d["s"], d["z"]), y, w, train, steps)
+    train_members(critic, critic_inputs(critic, d["s"], d["z"]), y, w, train, steps)
     with torch.no_grad():
-        err = float(((critic(d["s"][val], d["z"][val]).mean(0) - y[val]) ** 2).mean())
+        q = torch.stack(critic(d["s"][val], d["z"][val] / 2.0))
+        err = float(((q.mean(0) - y[val]) ** 2).mean())
     shapes = {"state_dim": d["s"].shape[1], "latent_dim": d["z"].shape[1], "members": members}
     torch.save({"state_dict": critic.state_dict(), **shapes}, out)
     return {
@@ -205,48 +198,36 @@ def fit(files: list[str], out: str, steps: int = 6000, members: int = 4, seed: i
     }
 
 
-class ProbePolicy(ClockedPolicy):
-    """The prior's skills: ``mean`` mu_q(s); ``sampled`` z ~ q(.|s); ``best``: of mu_q(s) and
-    K samples the argmax of score(s, z) + margin [z = mu_q(s)]."""
+class CriticChoicePolicy(PriorPolicy):
+    """Of the prior's mean skill mu_q(s) and K samples mu_q(s) + sigma_q(s) eps, the argmax of
+    score(s, z) + margin [z = mu_q(s)]; the decoder and the clock are PriorPolicy's."""
 
     def __init__(
         self,
         skills,
-        mode: str,
-        critic=None,
-        k: int = 8,
-        margin: float = 0.1,
-        kappa: float = 1.0,
-        seed: int = 0,
+        critic: TwinCritic,
+        k: int,
+        margin: float,
+        kappa: float,
+        seed: int,
         num_envs: int = 2,
-    ):
-        if mode not in ("mean", "sampled", "best"):
-            raise ValueError(f"mode must be mean, sampled or best, got {mode!r}")
-        if mode == "best" and (critic is None or k < 1):
-            raise ValueError(f"mode best needs a critic and k >= 1, got k = {k}")
-        super().__init__(num_envs, skills.horizon, skills.latent_dim)
-        self.skills, self.mode, self.critic = skills, mode, critic
-        self.k, self.margin, self.kappa = k, margin, kappa
-        self.gen = torch.Generator().manual_seed(seed)
-        self.not_mean = [0, 0]
+    ) -> None:
+        if k < 1:
+            raise ValueError(f"best of the mean and k samples needs k >= 1, got k = {k}")
+        super().__init__(skills, num_envs, seed)
+        self.critic, self.k, self.margin, self.kappa = critic, k, margin, kappa
+        self.not_mean = [0, 0]  # decisions that chose a sample, all decisions
 
     def choose(self, states: torch.Tensor) -> torch.Tensor:
         q = self.skills.prior_dist(states)
-        if self.mode == "mean":
-            return q.mu
-        if self.mode == "sampled":  # the draws of pourlit's PriorPolicy, so the same episodes
-            return q.mu + q.sigma * torch.randn(q.mu.shape, generator=self.gen)
         eps = torch.randn((self.k,) + q.mu.shape, generator=self.gen)
         cands = torch.cat([q.mu[None], q.mu + q.sigma * eps])  # (1 + K, B, n_z)
-        score = self.critic.score(states.expand(len(cands), -1, -1), cands, self.kappa)
-        score[0] += self.margin
-        best = score.argmax(0)
+        values = score(self.critic, states.expand(len(cands), -1, -1), cands, self.kappa)
+        values[0] += self.margin
+        best = values.argmax(0)
         self.not_mean[0] += int((best > 0).sum())
         self.not_mean[1] += len(best)
         return cands[best, torch.arange(len(best))]
-
-    def low_level(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.skills.decode(states, z).clamp(-1.0, 1.0)
 
 
 def act(
@@ -260,10 +241,14 @@ def act(
     seed: int,
     num_envs: int = 2,
 ) -> dict:
-    """Success and liquid fractions of ``episodes`` seeded episodes of ``ProbePolicy``."""
+    """Success and liquid fractions of ``episodes`` seeded episodes: the prior's ``mean`` or
+    ``sampled`` skills (pourlit's PriorPolicy, the episodes of ``pourlit evaluate``), or the
+    ``best`` of the mean and ``k`` samples by the critic."""
     skills = load_skill_prior(skill_ckpt)
-    net = load_critic(critic) if mode == "best" else None
-    policy = ProbePolicy(skills, mode, net, k, margin, kappa, seed, num_envs)
+    if mode == "best":
+        policy = CriticChoicePolicy(skills, load_critic(critic), k, margin, kappa, seed, num_envs)
+    else:
+        policy = PriorPolicy(skills, num_envs, seed, mode)
     env = PouringVecEnv(EnvConfig.merged(skills.env_config, num_envs=num_envs))
     result = run_episodes(env, policy, policy.begin, episodes, seed, None, True)
     result.update(mode=mode, k=k, margin=margin, kappa=kappa, seed=seed)
