@@ -210,7 +210,7 @@ def test_smoke_fit_updates_everything_and_checkpoints_the_replay(tmp_path: Path)
     assert mean["mean_return"] != result["mean_return"]  # other skills, other episodes
 
 
-@pytest.mark.parametrize("config", ["spirl_cl", "ssp", "default"])
+@pytest.mark.parametrize("config", ["spirl_cl", "ssp", "default", "prior_select"])
 def test_cli_fit_rl_config(tmp_path: Path, config: str) -> None:
     run = tmp_path / "run"
     args = [
@@ -292,7 +292,8 @@ def _params(m: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    "variant", ["skills", "flat", "selection", "returns", "residual", "demos", "ensemble"]
+    "variant",
+    ["skills", "flat", "selection", "returns", "residual", "demos", "ensemble", "prior_select"],
 )
 def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> None:
     """N updates + checkpoint + resume + N updates == 2N uninterrupted updates, bit for bit:
@@ -310,6 +311,11 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path, variant: str) -> N
         # choosing among the samples and the prior's mean skill
         kw |= dict(q_select=2, critic_warmup_updates=6, critic_ensemble=5, critic_layer_norm=True)
         kw |= dict(select_prior_mean=True)
+    if variant == "prior_select":  # the prior's mean skill acts (p-0.2 samples), critics only,
+        # selection with a margin for the mean, undiscounted Monte Carlo targets
+        kw |= dict(q_select=2, critic_warmup_updates=6, select_prior_mean=True, select_margin=0.5)
+        kw |= dict(behaviour="prior_mean", behaviour_sample_prob=0.2, train_policy=False)
+        kw |= dict(value_target="mc", gamma=1.0, critic_ensemble=4, critic_layer_norm=True)
     if variant == "demos":
         from skill_fixtures import write_dataset
 
@@ -550,10 +556,94 @@ def test_selection_weighs_the_prior_mean_skill() -> None:
     assert AgentPolicy(m, 2).name == "sampled, best of 4 and the prior's mean skill by Q"
 
 
+def test_prior_mean_behaviour_samples_the_prior_with_probability_p() -> None:
+    """``behaviour="prior_mean"``: each decision executes m tanh(mu_q_hat / c), or with
+    probability p a squashed prior sample; p = 0 and p = 1 give exactly one or the other, and
+    the swapped share of 4,000 decisions is p within 4 standard errors."""
+    from pourlit.rl.acting import explore
+    from pourlit.rl.select import squashed_mean, squashed_samples
+
+    m = _small_module(squash="prior", behaviour="prior_mean", behaviour_sample_prob=0.0)
+    s = _states(m.space.skills, n=4000)
+    q, scale, w = m.space.prior_dist(s), m.space.action_scale, m.squash_width
+    mean = squashed_mean(q, scale, w)
+    torch.testing.assert_close(explore(m, s), mean)
+    m.hparams.behaviour_sample_prob = 1.0
+    torch.manual_seed(5)
+    z = explore(m, s)
+    torch.manual_seed(5)
+    torch.testing.assert_close(z, squashed_samples(q, 1, scale, None, w)[0])
+    m.hparams.behaviour_sample_prob = 0.15
+    z = explore(m, s, warmup=True)  # the same during warmup
+    swapped = (z - mean).abs().amax(-1) > 1e-6
+    assert abs(swapped.float().mean().item() - 0.15) < 4 * (0.15 * 0.85 / 4000) ** 0.5
+    m.hparams.behaviour = "policy"  # SPiRL: samples (here of the prior, in warmup)
+    assert (explore(m, s[:50], warmup=True) - mean[:50]).abs().amax(-1).min() > 1e-6
+
+
+def test_select_margin_keeps_the_prior_mean_unless_a_sample_beats_it() -> None:
+    """With ``select_margin`` the prior's mean skill is executed unless a sample's min_j Q_j
+    exceeds the mean's by more than the margin, in acting and in the critic's target."""
+    from pourlit.rl.acting import AgentPolicy, act, selection_bonus, skill_candidates
+    from pourlit.rl.select import best_by_q
+
+    torch.manual_seed(0)
+    m = _small_module(q_select=2, squash="prior", select_prior_mean=True)
+    m.updates = 1
+    s = _states(m.space.skills, n=6)
+    scale, w = m.space.action_scale, m.squash_width
+    z_mean = scale * torch.tanh(m.space.prior_dist(s).mu / w)
+
+    class AwayFromMean(torch.nn.Module):  # Q = |z - z_mean(s)|^2: every sample beats the mean
+        def forward(self, states, z):
+            ref = scale * torch.tanh(m.space.prior_dist(states).mu / w)
+            q = ((z - ref) ** 2).sum(-1)
+            return q, q
+
+    m.critic = AwayFromMean()
+    cands = skill_candidates(m, s, torch.Generator().manual_seed(1))
+    gap = ((cands[:-1] - z_mean) ** 2).sum(-1).amax(0).detach()  # (B,): the best sample's lead
+    assert (gap > 0).all()
+    for margin, keeps_mean in [(0.0, torch.zeros(6, dtype=torch.bool)), (1e9, None)]:
+        m.hparams.select_margin = margin
+        z = act(m, s, "sampled", generator=torch.Generator().manual_seed(1))
+        is_mean = (z - z_mean).abs().amax(-1) < 1e-6
+        assert is_mean.all() if keeps_mean is None else torch.equal(is_mean, keeps_mean)
+    lead = gap.detach().sort().values
+    margin = float(lead[2:4].mean())  # between the 3rd and 4th smallest leads
+    m.hparams.select_margin = margin  # keeps the mean where the best sample leads by less
+    z = act(m, s, "sampled", generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close((z - z_mean).abs().amax(-1) < 1e-6, gap < margin)
+    assert int((gap < margin).sum()) == 3
+    bonus = selection_bonus(m, 5)
+    assert bonus[:4].tolist() == [0.0] * 4 and bonus[4].item() == pytest.approx(margin)
+    assert torch.equal(best_by_q(m.critic, s, cands, bonus)[0], z)
+    assert AgentPolicy(m, 2).name.endswith(f"mean skill (margin {margin:g}) by Q")
+
+
+def test_train_policy_false_trains_the_critics_only(tmp_path: Path) -> None:
+    """``train_policy=False``: past its critic warmup the policy and the temperature still
+    stay the prior's copy and alpha 1; the critics learn; selection is on."""
+    torch.manual_seed(0)
+    m = _small_module(critic_warmup_updates=3, q_select=2, train_policy=False)
+    pol0 = {k: v.clone() for k, v in m.policy.state_dict().items()}
+    q0 = {k: v.clone() for k, v in m.critic.state_dict().items()}
+    alpha0 = m.log_alpha.detach().clone()
+    t = _trainer(tmp_path, max_steps=9)
+    t.fit(m)
+    assert t.global_step == 9 and m.updates == 9 and m.selecting
+    assert all(torch.equal(v, m.policy.state_dict()[k]) for k, v in pol0.items())
+    assert torch.equal(m.log_alpha.detach(), alpha0)
+    assert any(not torch.equal(v, m.critic.state_dict()[k]) for k, v in q0.items())
+
+
 @pytest.mark.parametrize(
     ("kw", "msg"),
     [
         ({"q_select": -1}, "q_select"),
+        ({"behaviour": "greedy"}, "behaviour must be one of"),
+        ({"behaviour_sample_prob": 1.5}, r"behaviour_sample_prob must be in \[0, 1\]"),
+        ({"select_margin": 1.0, "q_select": 2}, "select_margin .* needs select_prior_mean"),
         ({"select_prior_mean": True, "q_select": 0}, "select_prior_mean .* needs q_select >= 1"),
         ({"squash": "sigmoid"}, "squash must be one of"),
         ({"eval_mode": "greedy"}, "eval_mode must be one of"),

@@ -50,10 +50,49 @@ def act(
             means.append(squashed_mean(m.space.prior_dist(states), scale, w))
         return best_by_q(m.critic, states, torch.stack(means))[0]  # of (1 or 2, N, n_z)
     if not warmup and m.selecting:
-        return best_by_q(m.critic, states, skill_candidates(m, states, generator))[0]
+        cands = skill_candidates(m, states, generator)
+        return best_by_q(m.critic, states, cands, selection_bonus(m, len(cands)))[0]
     learned_prior = warmup and m.hparams.prior == "learned"
     dist = m.space.prior_dist(states) if learned_prior else m.policy(states)
     return squashed_samples(dist, 1, scale, generator, w)[0]
+
+
+@torch.no_grad()
+def explore(m: Any, states: torch.Tensor, warmup: bool = False) -> torch.Tensor:
+    """The agent actions z (N, n_z) the training rollouts execute at raw states (N, d_s).
+
+    ``behaviour`` ``policy`` (SPiRL): ``act``'s sampled mode (the learned prior during
+    ``warmup``). ``prior_mean``: the learned prior's mean skill, each decision replaced with
+    probability p = ``behaviour_sample_prob`` by a sample of the prior, in warmup and after:
+
+        z = m tanh(mu_q_hat(s) / c)            with probability 1 - p
+        z = m tanh((mu + sigma eps) / c)       with probability p, eps ~ N(0, I)
+
+    Every decision but the few sampled ones follows one plan, so an episode's return rates
+    the decisions in it with little noise from the later ones: the critics learn Q of the
+    prior's mean skill, and selection by Q (``q_select``, ``select_prior_mean``) improves on
+    it by one step of policy iteration (BENCHMARKS.md: a critic of the prior's mean skill).
+    Draws from the global torch RNG, which training checkpoints.
+    """
+    if m.hparams.behaviour == "policy":
+        return act(m, states, "sampled", warmup=warmup)
+    q, scale, w = m.space.prior_dist(states), m.space.action_scale, m.squash_width
+    mean, sample = squashed_mean(q, scale, w), squashed_samples(q, 1, scale, None, w)[0]
+    swap = torch.rand(mean.shape[0], device=mean.device) < float(m.hparams.behaviour_sample_prob)
+    return torch.where(swap.unsqueeze(-1), sample, mean)
+
+
+def selection_bonus(m: Any, n: int) -> torch.Tensor | None:
+    """The ``bonus`` of ``best_by_q`` for ``n`` candidates of ``skill_candidates``: the prior's
+    mean skill (the last one, with ``select_prior_mean``) is favoured by ``select_margin``, so a
+    sample replaces it only where the critics value that sample higher by more than the margin
+    (a value difference smaller than the critics' error is noise). None without a margin."""
+    margin = float(m.hparams.get("select_margin") or 0.0)
+    if margin == 0.0 or not m.hparams.get("select_prior_mean"):
+        return None
+    bonus = torch.zeros(n)
+    bonus[-1] = margin
+    return bonus
 
 
 def skill_candidates(
@@ -133,7 +172,10 @@ class AgentPolicy(ClockedPolicy):
         if k == 0 or not self.module.selecting:  # selection off, or before the critic warmup ended
             return "sampled"
         n = 2 * k if self.module.space.prior is not None else k
-        mean = " and the prior's mean skill" if self.module.hparams.get("select_prior_mean") else ""
+        hp = self.module.hparams
+        mean = " and the prior's mean skill" if hp.get("select_prior_mean") else ""
+        if mean and hp.get("select_margin"):
+            mean += f" (margin {float(hp.select_margin):g})"
         return f"sampled, best of {n}{mean} by Q"
 
     def choose(self, states: torch.Tensor) -> torch.Tensor:

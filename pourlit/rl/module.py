@@ -6,13 +6,14 @@ sections 2-3. The loop, as Lightning runs it; the methods below appear in this o
    the policy (by default a copy of the prior), twin critics, temperature and replay buffer;
    in ``fit`` the training env, its sizes checked against the space's.
 2. collect (``SkillRolloutCallback``): before every training batch the callback steps all
-   envs, with a new agent action from ``pourlit.rl.acting.act`` at each env's decision, until
+   envs, with a new agent action from ``pourlit.rl.acting.explore`` at each env's decision, until
    the module is owed an update (while warming up: until one new transition); finished
    episodes arrive through ``record_episodes``.
 3. warm up (``training_step``): no update while the replay buffer holds fewer than
    ``warmup_transitions`` transitions (the rollout samples the learned prior meanwhile).
 4. update (``training_step`` -> ``pourlit.rl.update.sac_update``): at most one SAC update per
-   batch; the first ``critic_warmup_updates`` train the critics only.
+   batch; the first ``critic_warmup_updates`` (all, with ``train_policy`` false) train the
+   critics only.
 5. validate (``validation_step``): every ``trainer.limit_train_batches`` batches,
    ``eval_episodes`` episodes from seed ``eval_seed`` in a separate env.
 6. stop: after ``max_env_steps`` collected env steps (``training_step`` sets
@@ -122,6 +123,20 @@ class SACModule(L.LightningModule):
             m tanh(mu_q_hat(s) / c) (one more candidate, in acting and in the critic target), so
             the executed skill can be the prior's best guess wherever the critic values it
             highest. Needs ``q_select`` > 0 and a learned prior. False = the samples only.
+        select_margin: with ``select_prior_mean``, how much higher (in the critics' units:
+            ``reward_scale`` times return) a sample's min_j Q_j must be than the prior mean
+            skill's for selection to execute it instead (``pourlit.rl.acting.selection_bonus``).
+            0 = the plain argmax.
+        behaviour: what the training rollouts execute (``pourlit.rl.acting.explore``):
+            ``policy`` (SPiRL: samples of pi, or with selection the best candidate by Q) or
+            ``prior_mean`` (the learned prior's mean skill, each decision replaced with
+            probability ``behaviour_sample_prob`` by a prior sample: nearly one plan per
+            episode, so the critics learn the mean skill's values from low-noise returns;
+            validation and ``pourlit evaluate`` still act as ``eval_mode`` says).
+        behaviour_sample_prob: p of ``prior_mean`` above.
+        train_policy: False = critics only: the policy and the temperature never update (the
+            policy stays its initial copy of the prior) and the agent improves only through
+            skill selection by Q. True = SPiRL.
         critic_warmup_updates: the first this many updates train the critics only (policy
             and temperature frozen, so the policy stays the prior it was copied from): the
             critic learns the prior's value before the policy follows its gradient, and skill
@@ -202,6 +217,10 @@ class SACModule(L.LightningModule):
         max_env_steps: int | None = None,
         q_select: int = 0,
         select_prior_mean: bool = False,
+        select_margin: float = 0.0,
+        behaviour: str = "policy",
+        behaviour_sample_prob: float = 0.15,
+        train_policy: bool = True,
         critic_warmup_updates: int = 0,
         eval_mode: str = "sampled",
         squash: str = "tanh",
@@ -232,7 +251,7 @@ class SACModule(L.LightningModule):
             args = (skill_ckpt, action_prior_ckpt, ckpt_hparams, action_scale, ll_squash)
             self.space, hp.ckpt_hparams = contextvars.Context().run(space_from_checkpoints, *args)
         sp = self.space
-        check_space(sp, prior, prior_init, select_prior_mean)
+        check_space(sp, prior, prior_init, select_prior_mean, behaviour)
         if base_ckpt is not None:  # starts as the base: zero residual
             self.policy = residual_policy(sp, critic_hidden)
         else:

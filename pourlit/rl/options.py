@@ -13,6 +13,7 @@ from pourlit.rl.returns import VALUE_TARGETS
 PRIORS = ("learned", "unit", "none", "zero")
 EVAL_MODES = ("sampled", "mean", "best_mean")
 SQUASHES = ("tanh", "prior")
+BEHAVIOURS = ("policy", "prior_mean")
 
 
 def check_options(hp: Any) -> None:
@@ -31,6 +32,12 @@ def check_options(hp: Any) -> None:
         raise ValueError(
             "select_prior_mean adds a candidate to skill selection: needs q_select >= 1"
         )
+    if hp.behaviour not in BEHAVIOURS:
+        raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {hp.behaviour!r}")
+    if not 0.0 <= hp.behaviour_sample_prob <= 1.0:
+        raise ValueError(f"behaviour_sample_prob must be in [0, 1], got {hp.behaviour_sample_prob}")
+    if hp.select_margin != 0.0 and not hp.select_prior_mean:
+        raise ValueError("select_margin favours the prior's mean skill: needs select_prior_mean")
     if hp.squash not in SQUASHES:
         raise ValueError(f"squash must be one of {SQUASHES}, got {hp.squash!r}")
     if hp.value_target not in VALUE_TARGETS:
@@ -60,9 +67,15 @@ def check_options(hp: Any) -> None:
         )
 
 
-def check_space(space: Any, prior: str, prior_init: bool, select_prior_mean: bool = False) -> None:
-    """A learned prior to regularise toward, start from or select the mean of needs a space
-    that has one."""
+def check_space(
+    space: Any,
+    prior: str,
+    prior_init: bool,
+    select_prior_mean: bool = False,
+    behaviour: str = "policy",
+) -> None:
+    """A learned prior to regularise toward, start from, select the mean of or act with needs
+    a space that has one."""
     if space.prior is None and (prior == "learned" or prior_init):
         raise ValueError(
             f"prior={prior!r}, prior_init={prior_init}: needs a learned prior, but no "
@@ -71,6 +84,11 @@ def check_space(space: Any, prior: str, prior_init: bool, select_prior_mean: boo
     if space.prior is None and select_prior_mean:
         raise ValueError(
             "select_prior_mean needs a learned prior (skill_ckpt or action_prior_ckpt)"
+        )
+    if space.prior is None and behaviour != "policy":
+        raise ValueError(
+            f"behaviour={behaviour!r} acts with the learned prior: needs skill_ckpt or "
+            "action_prior_ckpt"
         )
 
 

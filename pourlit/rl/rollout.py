@@ -1,10 +1,11 @@
 """The rollout Callback of ``SACModule``: steps the vectorised env before every update.
 
 Each env runs its own skill clock: a new agent action z at the start of every episode and
-after every H executed steps (H = 1 for flat actions), from ``pourlit.rl.acting.act``: a
+after every H executed steps (H = 1 for flat actions), from ``pourlit.rl.acting.explore``: a
 squashed sample of pi(. | s), or of the learned prior q_hat(. | s) while the replay buffer
 holds fewer than ``warmup_transitions`` transitions (of the initial policy where there is no
-learned prior), or, once skill selection is on, the best candidate by Q; the space's low level
+learned prior), or, once skill selection is on, the best candidate by Q (with ``behaviour``
+``prior_mean``: the prior's mean skill, a prior sample with probability p); the space's low level
 (the frozen decoder for skills) turns (s_t, z) into the env action at every step. Completed HL
 transitions go into the module's replay buffer through ``HLTransitionBuilder``; with a
 Monte Carlo ``value_target``, ``EpisodeReturns`` fills in their returns when each episode
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import torch
 
-from pourlit.rl.acting import act
+from pourlit.rl.acting import explore
 from pourlit.rl.returns import MC_KEY, EpisodeReturns
 from pourlit.rl.transitions import HLTransitionBuilder
 
@@ -129,7 +130,7 @@ class SkillRolloutCallback(L.Callback):
         obs = self.obs
         decision = self.clock == 0
         if decision.any():
-            self.z[decision] = act(module, obs[decision], "sampled", warmup=use_prior)
+            self.z[decision] = explore(module, obs[decision], warmup=use_prior)
         actions = module.low_level(obs, self.z)
         next_obs, reward, term, trunc, info = module.env.step(actions)
         dev = module.device

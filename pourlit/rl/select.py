@@ -39,18 +39,23 @@ def squashed_mean(dist: DiagGaussian, scale: float, width: float = 1.0) -> torch
 
 
 def best_by_q(
-    critic: torch.nn.Module, states: torch.Tensor, candidates: torch.Tensor
+    critic: torch.nn.Module,
+    states: torch.Tensor,
+    candidates: torch.Tensor,
+    bonus: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``z*(s_b) = argmax_k min_j Q_j(s_b, z_kb)``: the candidate with the highest pessimistic
-    (minimum over the critics) value.
+    """``z*(s_b) = argmax_k [min_j Q_j(s_b, z_kb) + bonus_k]``: the candidate with the highest
+    pessimistic (minimum over the critics) value, candidate k favoured by ``bonus_k`` (a margin
+    a challenger must beat it by; None: no bonus).
 
     ``critic(states, z)`` returns (Q_1 (B,), ..., Q_n (B,)); ``states`` (B, d_s), ``candidates``
-    (K, B, n_z). Returns (z* (B, n_z), its value min_j Q_j (B,)).
+    (K, B, n_z), ``bonus`` (K,). Returns (z* (B, n_z), its value min_j Q_j (B,), bonus not
+    included).
     """
     k, b, n_z = candidates.shape
     s = states.unsqueeze(0).expand(k, b, states.shape[-1]).reshape(k * b, -1)
     q = q_min(critic(s, candidates.reshape(k * b, n_z))).view(k, b)
-    best = q.argmax(dim=0)  # (B,)
+    best = (q if bonus is None else q + bonus.to(q).view(k, 1)).argmax(dim=0)  # (B,)
     z = candidates.gather(0, best.view(1, b, 1).expand(1, b, n_z)).squeeze(0)
     return z, q.gather(0, best.view(1, b)).squeeze(0)
 

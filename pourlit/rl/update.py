@@ -2,12 +2,14 @@
 ``pourlit.rl.sac``, in the order of docs/algorithm.md section 2:
 
     1. temperature step  L_alpha = mean[alpha stopgrad(delta - D(s))], or plain SAC's
-                         mean[-alpha stopgrad(log pi + H_target)]   (frozen in the critic warmup)
-    2. policy loss       L_pi = mean[-min_j Q_j(s, z~pi) + alpha D(s)]  (none in the critic warmup)
+                         mean[-alpha stopgrad(log pi + H_target)]   (frozen in the critic warmup
+                         and with ``train_policy`` false)
+    2. policy loss       L_pi = mean[-min_j Q_j(s, z~pi) + alpha D(s)]  (none in the critic warmup
+                         and with ``train_policy`` false: critics only)
     3. critic target     y = reward_scale r + (1 - terminated) gamma (min_j Qbar_j(s', z')
                                - alpha D(s'))
                          with z' ~ pi(.|s'), or with skill selection the best by min_j Qbar_j
-                         of z' and the candidates at s'; no gradient; Monte Carlo value
+                         (+ the prior mean's ``select_margin``) of z' and the candidates at s'; no gradient; Monte Carlo value
                          targets put G (``mc``) or max(y, G) (``max``) where episodes ended
     4. critic losses     L_Q = sum_j 0.5 mean (Q_j(s, z) - y)^2 over the twin critics
                          (or ``critic_ensemble`` of them; every min_j is over all of them)
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pourlit.rl.acting import skill_candidates
+from pourlit.rl.acting import selection_bonus, skill_candidates
 from pourlit.rl.returns import MC_KEY, mc_critic_target
 from pourlit.rl.sac import (
     alpha_loss,
@@ -56,7 +58,7 @@ def sac_update(m: SACModule) -> dict[str, torch.Tensor]:
     s, z, r = b["obs"], b["z"], b["reward"]  # (B, d_s), (B, n_z), (B,)
     s2, term = b["next_obs"], b["terminated"]
 
-    learn_policy = m.updates >= int(hp.critic_warmup_updates)
+    learn_policy = bool(hp.train_policy) and m.updates >= int(hp.critic_warmup_updates)
     pi = m.policy(s)
     z_pi, _, logp = squashed_sample(pi, scale, width)
     reg = regulariser(m, pi, logp, s)  # (B,)
@@ -83,7 +85,7 @@ def sac_update(m: SACModule) -> dict[str, torch.Tensor]:
         if m.selecting:
             q_prior = prior2 if hp.prior == "learned" else None  # else: from the space
             cands = torch.cat([z2.unsqueeze(0), skill_candidates(m, s2, None, pi2, q_prior)])
-            z2 = best_by_q(m.critic_target, s2, cands)[0]
+            z2 = best_by_q(m.critic_target, s2, cands, selection_bonus(m, len(cands)))[0]
         y = critic_target(r, term, m.critic_target(s2, z2), reg2, alpha, hp.gamma, hp.reward_scale)
         if hp.value_target != "td":  # Monte Carlo returns where the episode has ended
             y = mc_critic_target(y, b[MC_KEY] * hp.reward_scale, hp.value_target)
