@@ -18,6 +18,7 @@ import torch
 
 from pourlit.checkpoints import checkpoint_kind
 from pourlit.rl.acting import AgentPolicy, PriorPolicy
+from pourlit.rl.options import EVAL_MODES
 from pourlit.rl.spaces import make_env
 from pourlit.sim.env import EnvConfig, PouringVecEnv
 from pourlit.sim.episodes import run_episodes
@@ -93,8 +94,8 @@ def evaluate(
 
     ``report`` is called with the metrics before ``video`` is written, so a failed video write
     (a full disk) loses no results."""
-    if mode not in ("sampled", "mean", "best_mean", "both"):
-        raise ValueError(f"mode must be sampled, mean, best_mean or both, got {mode!r}")
+    if mode not in (*EVAL_MODES, "both"):
+        raise ValueError(f"mode must be one of {(*EVAL_MODES, 'both')}, got {mode!r}")
     if episodes < 1 or num_envs < 1:
         raise ValueError("--episodes and --num-envs must be positive")
     if video is not None:

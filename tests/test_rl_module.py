@@ -464,6 +464,20 @@ def test_best_mean_needs_an_rl_checkpoint() -> None:
         pourlit.evaluate.evaluate(str(SKILL_CKPT), episodes=1, mode="best_mean", progress=False)
 
 
+def test_evaluate_modes_are_the_cli_choices() -> None:
+    """``pourlit evaluate --mode`` offers exactly the modes ``evaluate`` accepts (the eval
+    modes of training and ``both``), and an unknown one is refused before any work."""
+    import pourlit.evaluate
+    from pourlit.cli import build_parser
+    from pourlit.rl.options import EVAL_MODES
+
+    sub = next(a for a in build_parser()._actions if a.choices and "evaluate" in a.choices)
+    mode = next(a for a in sub.choices["evaluate"]._actions if a.dest == "mode")
+    assert set(mode.choices) == {*EVAL_MODES, "both"}
+    with pytest.raises(ValueError, match="mode must be one of .*got 'greedy'"):
+        pourlit.evaluate.evaluate(str(SKILL_CKPT), episodes=1, mode="greedy", progress=False)
+
+
 @pytest.mark.parametrize("mode", ["mean", "sampled", "best_mean"])
 def test_validation_acts_in_eval_mode(tmp_path: Path, mode: str) -> None:
     """Validation (what best.ckpt is chosen on) runs the episodes ``pourlit evaluate --mode
